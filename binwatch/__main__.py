@@ -1,0 +1,3 @@
+from binwatch.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""binwatch deploy package."""
