@@ -1,0 +1,1 @@
+"""Datasets: ABID download and statistics, synthetic bins (``binwatch data ...``)."""
