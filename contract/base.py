@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
 __all__ = ["ContractError", "Strict", "Versioned", "canonical_json", "utcnow"]
 
@@ -40,17 +40,37 @@ class Strict(BaseModel):
     )
 
 
+def _versioned_json_schema(schema: dict[str, Any], cls: type[Any]) -> None:
+    """JSON Schema: ``schema`` and ``schema_version`` are the class's constants (optional on input)."""
+    props = schema.get("properties", {})
+    name, version = getattr(cls, "SCHEMA", ""), getattr(cls, "VERSION", 1)
+    if name and "schema" in props:
+        props["schema"] = {"const": name, "default": name, "title": "Schema", "type": "string"}
+    if name and "schema_version" in props:
+        props["schema_version"] = {
+            "const": version,
+            "default": version,
+            "title": "Schema Version",
+            "type": "integer",
+        }
+
+
 class Versioned(Strict):
     """A top-level document: carries ``schema`` and ``schema_version`` and refuses unknown versions.
 
-    Subclasses set ``SCHEMA`` (e.g. ``"binwatch.alert"``) and ``VERSION``.
+    Subclasses set ``SCHEMA`` (e.g. ``"binwatch.alert"``) and ``VERSION``. On input both fields may
+    be left out (they default to the class's); when present they must match exactly.
     """
+
+    model_config = ConfigDict(json_schema_extra=_versioned_json_schema)
 
     SCHEMA: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
 
-    schema_name: str = Field(default="", alias="schema")
-    schema_version: int = 0
+    # The defaults are placeholders filled in by model_post_init (defaults are not validated, so an
+    # explicit "" or 0 on input still reaches the validators below and is refused).
+    schema_name: StrictStr = Field(default="", alias="schema")
+    schema_version: StrictInt = 0
 
     def model_post_init(self, __context: Any) -> None:
         if not self.schema_name:
@@ -61,14 +81,14 @@ class Versioned(Strict):
     @field_validator("schema_name")
     @classmethod
     def _check_schema(cls, v: str) -> str:
-        if v and v != cls.SCHEMA:
+        if v != cls.SCHEMA:
             raise ValueError(f"schema is {v!r}, expected {cls.SCHEMA!r}")
         return v
 
     @field_validator("schema_version")
     @classmethod
     def _check_version(cls, v: int) -> int:
-        if v and v != cls.VERSION:
+        if v != cls.VERSION:
             raise ValueError(
                 f"unsupported schema_version {v} for {cls.SCHEMA} (this binwatch reads version {cls.VERSION})"
             )
@@ -84,19 +104,28 @@ class Versioned(Strict):
     @classmethod
     def parse(cls: type[V], data: bytes | str | dict[str, Any]) -> V:
         """Parse bytes, text or a dict; any problem is a :class:`ContractError` naming the field."""
+        what = cls.SCHEMA or cls.__name__
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        if not isinstance(data, (bytes, str, dict)):
+            raise ContractError(
+                f"invalid {what}: expected JSON bytes, text or a dict, got {type(data).__name__}"
+            )
         try:
             if isinstance(data, dict):
                 return cls.model_validate(data)
             return cls.model_validate_json(data)
         except ValidationError as e:
-            raise ContractError(_describe(cls.SCHEMA or cls.__name__, e)) from e
+            raise ContractError(_describe(what, e)) from e
+        except (UnicodeError, RecursionError) as e:  # lone surrogates in text, absurd nesting
+            raise ContractError(f"invalid {what}: {type(e).__name__}: {e}") from e
 
 
 def _describe(what: str, e: ValidationError) -> str:
     parts = []
     for err in e.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
-        msg = err.get("msg", "invalid")
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             msg = "unknown field (not part of this schema)"
         parts.append(f"{loc}: {msg}")

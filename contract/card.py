@@ -6,6 +6,7 @@ the model's input, what the output heads mean, how the model scored, and which a
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, Optional
@@ -72,7 +73,7 @@ class OutputSpec(Strict):
     @field_validator("counts")
     @classmethod
     def _increasing(cls, v: list[int]) -> list[int]:
-        if any(c < 0 for c in v) or any(b <= a for a, b in zip(v, v[1:])):
+        if any(c < 0 for c in v) or any(b <= a for a, b in itertools.pairwise(v)):
             raise ValueError("counts must be non-negative and strictly increasing")
         return v
 
@@ -111,7 +112,9 @@ class Metrics(Strict):
     per_class_accuracy: dict[str, float] = Field(default_factory=dict)
     ece: Optional[float] = Field(default=None, ge=0, description="expected calibration error (after T)")
     ece_uncalibrated: Optional[float] = Field(default=None, ge=0)
-    model: Optional[str] = Field(default=None, description="which artifact: pytorch, onnx-fp32, int8-cpu, ...")
+    model: Optional[str] = Field(
+        default=None, description="which artifact: pytorch, onnx-fp32, int8-cpu, ..."
+    )
     is_synthetic: bool = Field(default=False, description="synthetic-bin scores are pipeline checks only")
 
 

@@ -26,7 +26,7 @@ _err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {message}", highlight=False)
+    _err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=code)
 
 
@@ -55,8 +55,9 @@ def download_cmd(
 ) -> None:
     """Download ABID images and metadata over HTTPS (no credentials), resumably.
 
-    A file already present is complete and is skipped; interrupted files (*.part) are fetched
-    again. Exits 1 if any key failed (e.g. 404), listing each with its reason.
+    Files already present are complete and skipped; unfinished *.part files are fetched again.
+
+    Exits 1 if any key failed (e.g. HTTP 404), listing each with its reason.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -91,7 +92,7 @@ def download_cmd(
     if summary.failed:
         shown = sorted(summary.failed.items())
         for key, reason in shown[:50]:
-            _err.print(f"[red]failed[/red] {key}: {reason}", highlight=False)
+            _err.print(f"[red]failed[/red] {key}: {reason}", highlight=False, soft_wrap=True)
         if len(shown) > 50:
             _err.print(f"... and {len(shown) - 50} more", highlight=False)
         _err.print("Run the same command again to retry the failed and unfinished keys.")
@@ -108,7 +109,7 @@ def stats_cmd(
     strict: bool = typer.Option(False, "--strict", help="Fail on the first missing or corrupt file."),
 ) -> None:
     """Image count, count histogram, mean quantity and image sizes of a dataset folder."""
-    from rich.progress import track
+    from rich.progress import Progress
 
     try:
         from training.data.stats import compute_stats
@@ -119,12 +120,13 @@ def stats_cmd(
     except AbidError as e:
         raise _fail(str(e)) from None
     try:
-        stats = compute_stats(
-            root,
-            keys=track(keys, description="reading", console=_err, transient=True, disable=as_json),
-            max_count=max_count,
-            strict=strict,
-        )
+        with Progress(console=_err, transient=True, disable=as_json) as progress:
+            stats = compute_stats(
+                root,
+                keys=progress.track(keys, description="reading"),
+                max_count=max_count,
+                strict=strict,
+            )
     except AbidError as e:
         raise _fail(f"{e} (drop --strict to skip and count bad files)") from None
     except OSError as e:

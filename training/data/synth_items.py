@@ -132,7 +132,8 @@ def random_sku(rng: np.random.Generator) -> Sku:
         "bag": rng.uniform(0.6, 1.4),
     }[kind]
     dims = np.sort(rng.uniform(0.4, 12.0, size=3))[::-1]
-    name = f"{rng.choice(_BRANDS)} {rng.choice(_ADJECTIVES)} {rng.choice(_PRODUCTS[kind])}, {colour_name.title()}"
+    product = rng.choice(_PRODUCTS[kind])
+    name = f"{rng.choice(_BRANDS)} {rng.choice(_ADJECTIVES)} {product}, {colour_name.title()}"
     return Sku(
         asin="B0" + "".join(rng.choice(_ASIN_CHARS, size=8)),
         name=name,
@@ -204,13 +205,13 @@ def shape_polygon(sku: Sku, pw: int, ph: int, rng: np.random.Generator) -> np.nd
 def texture_patch(sku: Sku, pw: int, ph: int, rng: np.random.Generator) -> np.ndarray:
     """The item's upright artwork (ph, pw, 3) float32 BGR 0..255, with shading."""
     art = np.random.default_rng(sku.seed)  # same artwork for every unit of the SKU
-    img = np.empty((ph, pw, 3), np.float32)
+    img = np.empty((ph, pw, 3), np.uint8)
     img[:] = sku.colour
     accent = sku.accent
     small = max(1, min(pw, ph))
     if sku.pattern == "gradient" or sku.kind == "bag":
         g = np.linspace(1.15, 0.75, ph, dtype=np.float32)[:, None, None]
-        img *= g
+        img = np.clip(img * g, 0, 255).astype(np.uint8)
     elif sku.pattern == "stripes":
         period = max(4, int(small * art.uniform(0.08, 0.3)))
         duty = art.uniform(0.25, 0.6)
@@ -232,12 +233,15 @@ def texture_patch(sku: Sku, pw: int, ph: int, rng: np.random.Generator) -> np.nd
         n = art.uniform(0, 1, size=(4, 4, 3)).astype(np.float32)
         n = cv2.resize(n, (pw, ph), interpolation=cv2.INTER_CUBIC)
         img = img * (0.55 + 0.45 * n[..., :1]) + np.asarray(accent, np.float32) * 0.45 * n[..., 1:2]
+        img = np.clip(img, 0, 255).astype(np.uint8)
     if sku.pattern in ("text", "label", "panel") or art.uniform() < 0.35:
         _draw_text(img, art, pw, ph)
     if sku.pattern == "label" or (sku.kind in ("box", "bottle", "book") and art.uniform() < 0.4):
         _draw_label(img, art, pw, ph)
-    _shade(img, sku, rng, pw, ph)
-    return img
+    out = img.astype(np.float32)
+    out[:] = out * 0.8 + out.mean(axis=2, keepdims=True) * 0.2  # printed inks, not pure colours
+    _shade(out, sku, rng, pw, ph)
+    return out
 
 
 def _ink(img: np.ndarray) -> tuple[int, int, int]:

@@ -1,0 +1,425 @@
+"""The agent's configuration: one YAML file, environment overrides, secrets from env or files.
+
+Sections (each a small pydantic model; unknown keys are refused)::
+
+    agent:     site, device, state_dir, log_level, verdict_log
+    mqtt:      broker, TLS, credentials, prefix, ...      (agent.mqtt_config.MqttConfig)
+    outbox:    max_rows, max_bytes                          (agent.mqtt_config.OutboxConfig)
+    cameras:   [ {name, source, kind, csi, fps, replay_rate, loop, trigger, ...} ]
+    model:     bundle, backend, precision, threads, batch, watch
+    decision:  mismatch_threshold, match_threshold, frames_per_event, uncertain_policy
+    manifest:  dir, csv, mqtt
+    snapshots: dir, max_files, max_bytes, retention_days
+    http:      host, port
+
+Precedence (last wins): defaults < YAML file < environment (``BINWATCH__SECTION__KEY=value``,
+nested keys and list indices with more ``__``: ``BINWATCH__MQTT__TLS__CA``,
+``BINWATCH__CAMERAS__0__SOURCE``) < command-line flags. Environment values are text that pydantic
+converts (``"8080"`` -> 8080, ``"true"`` -> True); a value starting with ``[`` or ``{`` is read as
+JSON. Secrets: set ``mqtt.password`` from the environment (``BINWATCH__MQTT__PASSWORD``) or point
+``mqtt.password_file`` at a file (Docker/systemd credentials).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.mqtt_config import MqttConfig, OutboxConfig
+from contract.fields import check_id
+
+__all__ = [
+    "ENV_PREFIX",
+    "AgentConfig",
+    "AgentSection",
+    "CameraConfig",
+    "ConfigError",
+    "CsiOptions",
+    "DecisionConfig",
+    "HttpConfig",
+    "ManifestConfig",
+    "ModelConfig",
+    "SnapshotsConfig",
+    "default_device_id",
+    "load_config",
+]
+
+ENV_PREFIX = "BINWATCH__"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file, the key and what is wrong."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _id(value: str, what: str) -> str:
+    return check_id(value, what)
+
+
+def default_device_id() -> str:
+    """The host name, made safe as one MQTT topic level."""
+    name = re.sub(r"[/+#\s\x00-\x1f\x7f]+", "-", socket.gethostname() or "").strip("-")[:128]
+    return name if name and name != "manifest" else "binwatch-agent"
+
+
+class AgentSection(_Section):
+    site: str = Field(default="site1", description="site id (one MQTT topic level)")
+    device: str = Field(default_factory=default_device_id, description="device id; default: host name")
+    state_dir: Path = Field(
+        default=Path("binwatch-state"),
+        description="outbox, seq/session, replay positions, snapshots, engine cache, verdict log",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    verdict_log: bool = Field(default=True, description="append every verdict to <state_dir>/verdicts.jsonl")
+    verdict_log_max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096, description="rotate beyond this")
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, v: str) -> str:
+        _id(v, "site")
+        if v.startswith("_"):
+            raise ValueError("site ids starting with '_' are reserved for fleet-wide topics")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        _id(v, "device")
+        if v == "manifest":
+            raise ValueError("device id 'manifest' is reserved")
+        return v
+
+
+class CsiOptions(_Section):
+    """Jetson CSI camera (``nvarguscamerasrc``) settings; see :func:`agent.sources.csi_pipeline`."""
+
+    sensor_id: int = Field(default=0, ge=0)
+    width: int = Field(default=1920, gt=0)
+    height: int = Field(default=1080, gt=0)
+    fps: int = Field(default=30, gt=0)
+    flip_method: int = Field(default=0, ge=0, le=7)
+    out_width: Optional[int] = Field(default=None, gt=0)
+    out_height: Optional[int] = Field(default=None, gt=0)
+    sensor_mode: Optional[int] = Field(default=None, ge=0)
+
+
+class CameraConfig(_Section):
+    name: str = Field(description="camera id (one MQTT topic level)")
+    source: Union[int, str] = Field(
+        description="device index (0), /dev/videoN, rtsp://... or http://... URL, a GStreamer pipeline "
+        "ending in appsink, 'csi' or 'csi:N' (Jetson), a video file, or a replay folder (ABID layout)"
+    )
+    kind: Literal["auto", "device", "v4l2", "url", "gstreamer", "csi", "file", "replay"] = Field(
+        default="auto", description="what source is; auto guesses from its form"
+    )
+    csi: Optional[CsiOptions] = None
+    width: Optional[int] = Field(default=None, gt=0, description="requested capture width (cameras)")
+    height: Optional[int] = Field(default=None, gt=0, description="requested capture height (cameras)")
+    fps: Optional[float] = Field(default=None, gt=0, description="requested camera frame rate")
+    replay_rate: Optional[float] = Field(
+        default=None, gt=0, description="replay/video: frames per second (default: as fast as processed)"
+    )
+    loop: bool = Field(default=False, description="replay/video: start again at the end")
+    resume: bool = Field(default=True, description="replay: continue where a crashed run stopped")
+    drop_frames: Optional[bool] = Field(
+        default=None, description="latest frame wins (default: yes for cameras, no for replay/video)"
+    )
+    trigger: Literal["auto", "per_frame", "event"] = Field(
+        default="auto",
+        description="per_frame: every frame is a presentation (replay frames carry their bin id; "
+        "cameras need bin_id); event: decide on MQTT bin events; auto: per_frame for replay, else event",
+    )
+    bin_id: Optional[str] = Field(default=None, description="per_frame camera fixed on one bin")
+    interval_s: float = Field(
+        default=0.0, ge=0, description="per_frame cameras: least seconds between decisions"
+    )
+    backoff_min_s: float = Field(default=0.5, gt=0, description="first reopen delay of a lost camera")
+    backoff_max_s: float = Field(default=30.0, gt=0, description="reopen delay cap")
+    stale_after_s: float = Field(
+        default=10.0, ge=0, description="a read blocked this long = stalled (0: never)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _id(v, "camera name")
+
+    @field_validator("bin_id")
+    @classmethod
+    def _bin(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else _id(v, "bin_id")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: Union[int, str]) -> Union[int, str]:
+        if isinstance(v, bool):
+            raise ValueError("source must be a device index, a path, a URL or a pipeline")
+        if isinstance(v, int):
+            if v < 0:
+                raise ValueError("a device index is >= 0")
+            return v
+        if not v.strip():
+            raise ValueError("source must not be empty")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _check(self) -> CameraConfig:
+        if self.backoff_max_s < self.backoff_min_s:
+            raise ValueError("backoff_max_s must be >= backoff_min_s")
+        return self
+
+    @property
+    def resolved_kind(self) -> str:
+        from agent.sources import classify_source
+
+        return self.kind if self.kind != "auto" else classify_source(self.source)
+
+    @property
+    def resolved_trigger(self) -> str:
+        if self.trigger != "auto":
+            return self.trigger
+        return "per_frame" if self.resolved_kind == "replay" or self.bin_id else "event"
+
+
+class ModelConfig(_Section):
+    bundle: Optional[Path] = Field(default=None, description="bundle folder (or .tar) with card.json")
+    backend: Literal["auto", "tensorrt", "onnxruntime", "fake"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "int8"] = "auto"
+    threads: Optional[int] = Field(default=None, ge=1, description="intra-op threads (default: runtime's)")
+    inter_threads: Optional[int] = Field(default=None, ge=1)
+    batch: int = Field(default=4, ge=1, le=64, description="most frames per inference call")
+    warmup: int = Field(default=2, ge=0, le=100, description="warm-up runs at load")
+    verify: bool = Field(default=True, description="check MANIFEST.json sha256s before loading")
+    watch: bool = Field(default=False, description="reload when the bundle path changes")
+    watch_interval_s: float = Field(default=5.0, gt=0)
+    engine_cache: Optional[Path] = Field(
+        default=None, description="TensorRT engines (default: <state_dir>/engines)"
+    )
+
+
+class DecisionConfig(_Section):
+    mismatch_threshold: Optional[float] = Field(
+        default=None, ge=0, le=1, description="p_expected below this -> mismatch (default: the card's)"
+    )
+    match_threshold: Optional[float] = Field(
+        default=None, ge=0, le=1, description="p_expected at or above this -> match (default: the card's)"
+    )
+    frames_per_event: int = Field(default=3, ge=1, le=32, description="frames fused per bin event")
+    uncertain_policy: Literal["report", "more_frames"] = Field(
+        default="report", description="more_frames: capture more frames (events only) up to max_frames"
+    )
+    max_frames: int = Field(default=8, ge=1, le=64)
+    event_timeout_s: float = Field(default=10.0, gt=0, description="give up on an event without frames")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DecisionConfig:
+        m, a = self.mismatch_threshold, self.match_threshold
+        if m is not None and a is not None and m > a:
+            raise ValueError("mismatch_threshold must be <= match_threshold")
+        return self
+
+
+class ManifestConfig(_Section):
+    dir: Optional[Path] = Field(default=None, description="folder of <bin_id>.json (ABID metadata or ours)")
+    csv: Optional[Path] = Field(default=None, description="CSV with columns bin_id,expected_qty")
+    mqtt: bool = Field(default=True, description="use retained <prefix>/<site>/manifest/<bin_id> messages")
+    max_entries: int = Field(default=200_000, ge=1, description="most MQTT manifests kept in memory")
+
+
+class SnapshotsConfig(_Section):
+    enabled: bool = True
+    dir: Optional[Path] = Field(default=None, description="default: <state_dir>/snapshots")
+    max_files: int = Field(default=2000, ge=0, description="0: unbounded")
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=0, description="0: unbounded")
+    retention_days: float = Field(default=14.0, ge=0, description="0: keep forever")
+    quality: int = Field(default=90, ge=1, le=100, description="JPEG quality for camera frames")
+
+
+class HttpConfig(_Section):
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", description="listen address (localhost by default)")
+    port: int = Field(default=8780, ge=0, le=65535, description="0: any free port")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+
+class AgentConfig(_Section):
+    agent: AgentSection = Field(default_factory=AgentSection)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    decision: DecisionConfig = Field(default_factory=DecisionConfig)
+    manifest: ManifestConfig = Field(default_factory=ManifestConfig)
+    snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+
+    @model_validator(mode="after")
+    def _unique_cameras(self) -> AgentConfig:
+        names = [c.name for c in self.cameras]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"camera names must be unique; repeated: {', '.join(dup)}")
+        return self
+
+    # derived paths
+    @property
+    def state_dir(self) -> Path:
+        return self.agent.state_dir
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.snapshots.dir or self.agent.state_dir / "snapshots"
+
+    @property
+    def engine_cache_dir(self) -> Path:
+        return self.model.engine_cache or self.agent.state_dir / "engines"
+
+    def validate_for_run(self) -> list[str]:
+        """Problems that make ``agent run`` impossible (the schema alone allows them)."""
+        problems = []
+        if self.model.bundle is None and self.model.backend != "fake":
+            problems.append("model.bundle: no model bundle given (set it or pass --model BUNDLE)")
+        if not self.cameras:
+            problems.append("cameras: no camera configured (add one or pass --replay DIR)")
+        if self.manifest.dir is not None and not self.manifest.dir.is_dir():
+            problems.append(f"manifest.dir: {self.manifest.dir} is not a folder")
+        if self.manifest.csv is not None and not self.manifest.csv.is_file():
+            problems.append(f"manifest.csv: {self.manifest.csv} not found")
+        if self.model.bundle is not None and not self.model.bundle.exists():
+            problems.append(f"model.bundle: {self.model.bundle} not found")
+        return problems
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _env_value(raw: str) -> Any:
+    s = raw.strip()
+    if s[:1] in "[{":
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _set_path(data: Any, path: list[str], value: Any, origin: str) -> Any:
+    """Set ``value`` at ``path`` in nested dicts/lists (list levels are numeric indices)."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if head.isdigit():
+        items = list(data) if isinstance(data, list) else []
+        i = int(head)
+        if i > len(items):
+            raise ConfigError(f"{origin}: list index {i} skips entries (the list has {len(items)})")
+        if i == len(items):
+            items.append({})
+        items[i] = _set_path(items[i], rest, value, origin)
+        return items
+    node = dict(data) if isinstance(data, dict) else {}
+    node[head] = _set_path(node.get(head), rest, value, origin)
+    return node
+
+
+def env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``BINWATCH__SECTION__KEY`` variables as a nested dict, and dotted key -> variable name."""
+    data: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if any(not p for p in parts):
+            raise ConfigError(f"environment variable {name}: empty key level (use BINWATCH__SECTION__KEY)")
+        data = _set_path(data, parts, _env_value(env[name]), f"environment variable {name}")
+        origins[".".join(parts)] = name
+    return data, origins
+
+
+def _describe(e: ValidationError, origins: Mapping[str, str], where: str) -> str:
+    lines = []
+    for err in e.errors()[:10]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key (not a setting; check the spelling and the section)"
+        src = next((f" (from {v})" for k, v in origins.items() if loc == k or loc.startswith(k + ".")), "")
+        lines.append(f"  {loc}: {msg}{src}")
+    more = f"\n  ... and {e.error_count() - 10} more" if e.error_count() > 10 else ""
+    return f"invalid agent config {where}:\n" + "\n".join(lines) + more
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file {path} not found") from e
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping of sections")
+    return data
+
+
+def load_config(
+    path: Optional[Union[str, Path]] = None,
+    *,
+    env: Optional[Mapping[str, str]] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+) -> AgentConfig:
+    """Defaults < YAML file < ``BINWATCH__*`` environment < ``overrides`` (command-line flags).
+
+    Raises :class:`ConfigError` whose message names the offending key (and its source).
+    """
+    data: dict[str, Any] = read_yaml(Path(path)) if path is not None else {}
+    env_data, origins = env_overrides(os.environ if env is None else env)
+    data = _deep_merge(data, env_data)
+    if overrides:
+        data = _deep_merge(data, overrides)
+        for k in _flatten(overrides):
+            origins.setdefault(k, "command line")
+    where = f"in {path}" if path is not None else "(no file)"
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, origins, where)) from e
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.extend(_flatten(v, key + "."))
+        else:
+            out.append(key)
+    return out

@@ -1,0 +1,500 @@
+"""MQTT payloads (DESIGN section 5): alerts, status, stats, model rollout state, bins, manifests and
+commands.
+
+Every top-level message is :class:`~contract.base.Versioned` (``schema`` + ``schema_version``) and
+strict: unknown fields, unknown versions, wrong types, NaN and naive timestamps are refused by
+``Model.parse(payload)`` with a :class:`~contract.base.ContractError` naming the field. The one
+tolerant reader is :func:`parse_manifest`, which also accepts ABID metadata JSON as the vendor
+publishes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import re
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from contract.base import ContractError, Strict, Versioned, _describe
+from contract.fields import (
+    U63,
+    Bool,
+    Count,
+    Float,
+    Id,
+    Name,
+    NonNegFloat,
+    Prob,
+    Sha256,
+    Text,
+    Timestamp,
+    check_id,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Alert",
+    "BinEvent",
+    "CameraStats",
+    "CameraStatus",
+    "CommandRequest",
+    "CommandResult",
+    "ItemLine",
+    "ManifestEntry",
+    "ModelDesired",
+    "ModelRef",
+    "ModelReported",
+    "Result",
+    "Snapshot",
+    "StageLatency",
+    "Stats",
+    "Status",
+    "parse_manifest",
+]
+
+Precision = Literal["fp32", "fp16", "int8"]
+Key = Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)]
+LongKey = Annotated[StrictStr, StringConstraints(min_length=1, max_length=256)]
+Backend = Annotated[StrictStr, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.:-]{0,63}$")]
+ItemName = Annotated[StrictStr, StringConstraints(max_length=2048)]
+Uri = Annotated[StrictStr, StringConstraints(min_length=1, max_length=2048)]
+CustomValue = Union[Bool, StrictInt, Float, Annotated[StrictStr, StringConstraints(max_length=256)]]
+
+
+def _flat_custom(value: Any) -> Any:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(v, (str, int, float, bool)):
+                raise ValueError(
+                    f"custom[{k!r}] is {type(v).__name__}: values must be a string, number or boolean"
+                )
+    return value
+
+
+Custom = Annotated[dict[Key, CustomValue], BeforeValidator(_flat_custom)]
+
+_COUNT_KEY = re.compile(r"^(0|[1-9][0-9]{0,5})(\+?)$")
+_JSON_MAX_DEPTH = 8
+
+
+def _finite_json(value: JsonValue, depth: int = 0) -> JsonValue:
+    """Free-form JSON (command args and data): no NaN/inf, nesting at most 8 deep."""
+    if depth > _JSON_MAX_DEPTH:
+        raise ValueError(f"nested deeper than {_JSON_MAX_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("NaN and infinity are not JSON")
+    if isinstance(value, dict):
+        for v in value.values():
+            _finite_json(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _finite_json(v, depth + 1)
+    return value
+
+
+JsonArgs = Annotated[dict[Key, JsonValue], Field(max_length=32), AfterValidator(_finite_json)]
+
+
+# -- parts -------------------------------------------------------------------------------------
+class ModelRef(Strict):
+    """Which model produced a verdict (from its card and the artifact that runs)."""
+
+    name: Name
+    version: U63
+    sha256: Sha256 = Field(description="sha256 of the artifact the backend runs (ONNX file)")
+    precision: Precision
+    backend: Backend = Field(description="e.g. tensorrt, onnxruntime-cpu")
+
+
+class Snapshot(Strict):
+    """Where the frame's JPEG lies (on the device or uploaded); never inlined."""
+
+    uri: Uri
+    sha256: Sha256
+
+
+class ItemLine(Strict):
+    """One product line of a bin: ``asin`` and/or ``sku``, a name, and how many of it."""
+
+    asin: Optional[Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)]] = None
+    sku: Optional[Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)]] = None
+    name: Optional[ItemName] = None
+    quantity: Count
+
+    @model_validator(mode="after")
+    def _identified(self) -> ItemLine:
+        if self.asin is None and self.sku is None:
+            raise ValueError("an item needs an asin or a sku")
+        return self
+
+
+Items = Annotated[list[ItemLine], Field(max_length=1000)]
+
+
+def _check_distribution(dist: dict[str, float]) -> dict[str, float]:
+    if not dist:
+        raise ValueError("distribution is empty")
+    counts = []
+    overflow = None
+    for key in dist:
+        m = _COUNT_KEY.match(key)
+        if not m:
+            raise ValueError(f"key {key!r} is not an item count ('0', '1', ...; '5+' for an overflow class)")
+        counts.append(int(m.group(1)))
+        if m.group(2):
+            if overflow is not None:
+                raise ValueError("more than one overflow key ('N+')")
+            overflow = int(m.group(1))
+    if len(set(counts)) != len(counts):
+        raise ValueError("a count appears twice (e.g. '5' and '5+')")
+    if overflow is not None and overflow != max(counts):
+        raise ValueError(f"overflow key '{overflow}+' must be the largest count")
+    total = math.fsum(dist.values())
+    if abs(total - 1.0) > 0.01:
+        raise ValueError(f"probabilities sum to {total:.4f}, expected 1 (within 0.01)")
+    return dist
+
+
+Distribution = Annotated[
+    dict[Annotated[StrictStr, StringConstraints(max_length=8)], Prob],
+    Field(max_length=1024),
+    AfterValidator(_check_distribution),
+]
+
+
+# -- alerts and results ------------------------------------------------------------------------
+class _Verdict(Versioned):
+    seq: U63 = Field(description="per device, persisted across restarts, for gap detection")
+    session: U63 = Field(description="increases on every (re)connect")
+    site: Id
+    device: Id
+    camera: Id
+    bin_id: Id
+    event_id: Optional[Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]] = None
+    frame_ts: Timestamp = Field(description="capture time of the (last) frame")
+    published_ts: Optional[Timestamp] = Field(default=None, description="set when published")
+    expected_qty: Count
+    predicted_qty: Count = Field(description="most probable count (the overflow class's count if beyond)")
+    p_expected: Prob = Field(description="probability the bin holds expected_qty items")
+    distribution: Distribution = Field(
+        description="count -> probability; keys are counts as text, 'N+' for an overflow class"
+    )
+    frames: StrictInt = Field(ge=1, le=1024, description="frames fused")
+    is_historical: Bool = Field(default=False, description="replayed from the outbox after an outage")
+    model: ModelRef
+    snapshot: Optional[Snapshot] = None
+    custom: Custom = Field(
+        default_factory=dict,
+        max_length=16,
+        description="flat user fields: at most 16 keys of <= 64 characters, strings <= 256 characters",
+    )
+
+
+_UUID = Annotated[
+    StrictStr,
+    StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+    Field(json_schema_extra={"format": "uuid"}),
+]
+
+
+class Alert(_Verdict):
+    """A mismatch alert (``alert/mismatch``). ``alert_id`` (lower-case UUID text) is the
+    idempotency key: a consumer that sees the same id twice has seen the same alert."""
+
+    SCHEMA = "binwatch.alert"
+    VERSION = 1
+
+    alert_id: _UUID
+
+
+class Result(_Verdict):
+    """Every verdict (``result``, off by default): an alert's fields plus the verdict."""
+
+    SCHEMA = "binwatch.result"
+    VERSION = 1
+
+    result_id: _UUID
+    verdict: Literal["match", "mismatch", "uncertain"]
+
+
+# -- status and stats --------------------------------------------------------------------------
+class CameraStatus(Strict):
+    state: Literal["live", "reconnecting", "lost", "stopped"]
+    fps: NonNegFloat = 0.0
+    last_frame_ts: Optional[Timestamp] = None
+    error: Optional[Text] = None
+    dropped_frames: U63 = 0
+    reconnects: U63 = 0
+
+
+class Status(Versioned):
+    """Retained ``status``; also the last will (``offline``, same ``session``)."""
+
+    SCHEMA = "binwatch.status"
+    VERSION = 1
+
+    state: Literal["online", "stopped", "offline"]
+    session: U63
+    ts: Timestamp
+    agent_version: Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)]
+    model: Optional[ModelRef] = None
+    cameras: dict[Id, CameraStatus] = Field(default_factory=dict, max_length=64)
+
+
+class StageLatency(Strict):
+    p50_ms: NonNegFloat
+    p99_ms: NonNegFloat
+    n: U63 = Field(description="samples in the window")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StageLatency:
+        if self.p99_ms < self.p50_ms:
+            raise ValueError(f"p99_ms ({self.p99_ms}) is below p50_ms ({self.p50_ms})")
+        return self
+
+
+class CameraStats(Strict):
+    fps: NonNegFloat = 0.0
+    frames_total: U63 = 0
+    frames_dropped: U63 = 0
+    decode_errors: U63 = 0
+
+
+class Stats(Versioned):
+    """Periodic ``stats``: throughput, latency per stage, outbox health. Counters are totals since start."""
+
+    SCHEMA = "binwatch.stats"
+    VERSION = 1
+
+    ts: Timestamp
+    uptime_s: NonNegFloat
+    fps: NonNegFloat
+    frames_total: U63 = 0
+    frames_dropped: U63 = 0
+    decode_errors: U63 = 0
+    latency: dict[Key, StageLatency] = Field(
+        default_factory=dict, max_length=32, description="per stage: decode, preprocess, infer, ..."
+    )
+    outbox_depth: U63 = 0
+    outbox_bytes: U63 = 0
+    outbox_dropped: U63 = Field(default=0, description="alerts dropped because the outbox was full")
+    alerts_published: U63 = 0
+    invalid_messages: dict[LongKey, U63] = Field(
+        default_factory=dict, max_length=64, description="refused incoming messages by reason or topic"
+    )
+    backend: Optional[Backend] = None
+    precision: Optional[Precision] = None
+    cameras: dict[Id, CameraStats] = Field(default_factory=dict, max_length=64)
+
+
+# -- model rollout -----------------------------------------------------------------------------
+def _check_signature(value: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ValueError("signature is not valid base64") from e
+    if len(raw) != 64:
+        raise ValueError(f"signature decodes to {len(raw)} bytes; an ed25519 signature has 64")
+    return value
+
+
+Signature = Annotated[StrictStr, StringConstraints(max_length=128), AfterValidator(_check_signature)]
+
+
+class ModelDesired(Versioned):
+    """Retained ``model/desired`` (device, group or fleet topic), written by ``binwatch deploy``."""
+
+    SCHEMA = "binwatch.model_desired"
+    VERSION = 1
+
+    version: U63 = Field(description="monotonic; the agent refuses versions older than it runs")
+    bundle_url: Uri = Field(description="file path, file:// or http(s):// URL of the bundle")
+    sha256: Sha256 = Field(description="sha256 of the file at bundle_url")
+    signature: Annotated[StrictStr, StringConstraints(max_length=128), AfterValidator(_check_signature)] = (
+        Field(
+            description="base64 ed25519 signature over the bundle manifest's canonical bytes (= MANIFEST.sig)"
+        )
+    )
+    rollout_id: Optional[Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]] = None
+
+
+class ModelReported(Versioned):
+    """Retained ``model/reported``: where the agent is with its model."""
+
+    SCHEMA = "binwatch.model_reported"
+    VERSION = 1
+
+    version: U63
+    state: Literal["downloading", "verifying", "building", "warming", "active", "failed", "rolled_back"]
+    detail: Text = ""
+    ts: Timestamp
+    rollout_id: Optional[Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]] = None
+
+
+# -- bins and manifests ------------------------------------------------------------------------
+class BinEvent(Versioned):
+    """``bin``: a bin presented to a camera. ``expected_qty`` (else the sum of ``items``) overrides
+    the manifest for this presentation; ``frames`` asks for that many frames to be fused."""
+
+    SCHEMA = "binwatch.bin"
+    VERSION = 1
+
+    bin_id: Id
+    camera: Id
+    event_id: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+    expected_qty: Optional[Count] = None
+    items: Optional[Items] = None
+    frames: Optional[Annotated[StrictInt, Field(ge=1, le=32)]] = None
+
+    def expected(self) -> Optional[int]:
+        """``expected_qty``, else the sum of the item quantities, else None (use the manifest)."""
+        if self.expected_qty is not None:
+            return self.expected_qty
+        if self.items:
+            return sum(i.quantity for i in self.items)
+        return None
+
+
+class ManifestEntry(Versioned):
+    """Expected contents of one bin (retained ``<prefix>/<site>/manifest/<bin_id>``).
+
+    ``expected_qty`` is authoritative; ``items`` are informational (ABID's own labels equal their sum).
+    """
+
+    SCHEMA = "binwatch.manifest_entry"
+    VERSION = 1
+
+    bin_id: Id
+    expected_qty: Count
+    items: Items = Field(default_factory=list)
+
+
+# -- commands ----------------------------------------------------------------------------------
+class CommandRequest(Versioned):
+    """``cmd/<name>``: resync, capture, reload. The answer goes to ``cmd/<name>/result``."""
+
+    SCHEMA = "binwatch.cmd"
+    VERSION = 1
+
+    request_id: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+    args: JsonArgs = Field(default_factory=dict)
+
+
+class CommandResult(Versioned):
+    SCHEMA = "binwatch.cmd_result"
+    VERSION = 1
+
+    request_id: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+    ok: Bool
+    detail: Text = ""
+    data: JsonArgs = Field(default_factory=dict)
+
+
+# -- ABID metadata (third-party form, read tolerantly) -----------------------------------------
+class _AbidSku(BaseModel):
+    # Vendor data: extra keys (dimensions, weight, normalizedName, ...) are ignored on purpose.
+    model_config = ConfigDict(extra="ignore")
+
+    asin: Optional[StrictStr] = None
+    name: Optional[StrictStr] = None
+    quantity: Count
+
+
+class _AbidMetadata(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    EXPECTED_QUANTITY: Optional[Count] = None
+    BIN_FCSKU_DATA: dict[str, _AbidSku] = Field(default_factory=dict)
+
+    @field_validator("BIN_FCSKU_DATA", mode="before")
+    @classmethod
+    def _object(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+
+_ABID_KEYS = ("EXPECTED_QUANTITY", "BIN_FCSKU_DATA")
+
+
+def _abid_entry(meta: dict[str, Any], bin_id: str) -> ManifestEntry:
+    if "EXPECTED_QUANTITY" in meta and meta["EXPECTED_QUANTITY"] is None:
+        raise ContractError(
+            "invalid ABID metadata: EXPECTED_QUANTITY: is null (a non-negative integer or absent)"
+        )
+    try:
+        abid = _AbidMetadata.model_validate(meta)
+    except ValidationError as e:
+        raise ContractError(_describe("ABID metadata", e)) from e
+    skus = abid.BIN_FCSKU_DATA
+    total = sum(sku.quantity for sku in skus.values())
+    expected = abid.EXPECTED_QUANTITY
+    if expected is None:
+        if "BIN_FCSKU_DATA" not in meta:
+            raise ContractError("invalid ABID metadata: EXPECTED_QUANTITY: missing (and no BIN_FCSKU_DATA)")
+        expected = total
+    elif skus and expected != total:
+        log.debug("ABID metadata for %s: EXPECTED_QUANTITY %d != item sum %d", bin_id, expected, total)
+    # Vendor strings are cut to our bounds rather than refused (the label is what matters).
+    items = [
+        {
+            "asin": (sku.asin or key)[:64],
+            "name": None if sku.name is None else sku.name[:2048],
+            "quantity": sku.quantity,
+        }
+        for key, sku in skus.items()
+    ]
+    try:
+        return ManifestEntry.model_validate({"bin_id": bin_id, "expected_qty": expected, "items": items})
+    except ValidationError as e:
+        raise ContractError(_describe("ABID metadata", e)) from e
+
+
+def parse_manifest(payload: bytes | str | dict[str, Any], bin_id: str) -> ManifestEntry:
+    """Read a manifest: our ``binwatch.manifest_entry`` or ABID metadata JSON as is.
+
+    ``bin_id`` comes from the topic (``manifest/<bin_id>``) or file name. ABID form: the label is
+    ``EXPECTED_QUANTITY`` (a non-negative integer; when absent, the sum of the items' ``quantity``);
+    the vendor's extra keys are ignored. Our form: strict; a ``bin_id`` in it must match. Any
+    problem is a :class:`ContractError` naming the field.
+    """
+    try:
+        bin_id = check_id(bin_id, "bin_id")
+    except ValueError as e:
+        raise ContractError(f"invalid manifest: {e}") from e
+    if isinstance(payload, (bytes, bytearray, memoryview, str)):
+        try:
+            payload = json.loads(bytes(payload) if not isinstance(payload, str) else payload)
+        except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ContractError(f"invalid manifest for bin {bin_id}: not JSON ({e})") from e
+    if not isinstance(payload, dict):
+        raise ContractError(
+            f"invalid manifest for bin {bin_id}: expected a JSON object, got {type(payload).__name__}"
+        )
+    if "schema" not in payload and any(k in payload for k in _ABID_KEYS):
+        return _abid_entry(payload, bin_id)
+    data = dict(payload)
+    data.setdefault("bin_id", bin_id)
+    entry = ManifestEntry.parse(data)
+    if entry.bin_id != bin_id:
+        raise ContractError(
+            f"invalid manifest: bin_id {entry.bin_id!r} does not match {bin_id!r} (topic or file)"
+        )
+    return entry

@@ -1,0 +1,122 @@
+"""Run-folder bookkeeping shared by the export steps: file names, card loading, artifact rows.
+
+A run folder (``RUN/``) holds ``card.json`` and ``weights.pt`` from training; export adds
+``model.fp32.onnx``, ``model.int8-trt.onnx`` and ``model.int8-cpu.onnx`` next to them and records
+each one as an :class:`~contract.card.Artifact` row of the card (file relative to the card).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from contract.base import ContractError
+from contract.card import Artifact, ModelCard, load_card, save_card
+from export.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FP32_ONNX",
+    "INT8_CPU_ONNX",
+    "INT8_TRT_ONNX",
+    "atomic_path",
+    "check_onnx_file",
+    "onnx_opset",
+    "read_card",
+    "record_artifact",
+    "sha256_file",
+    "upsert_artifact",
+]
+
+FP32_ONNX = "model.fp32.onnx"
+INT8_TRT_ONNX = "model.int8-trt.onnx"
+INT8_CPU_ONNX = "model.int8-cpu.onnx"
+
+
+def sha256_file(path: Path | str) -> str:
+    from contract.bundle import sha256_file as _sha
+
+    return _sha(Path(path))
+
+
+def read_card(folder: Path | str) -> ModelCard:
+    """The card of a run folder or bundle; a missing or invalid card is an :class:`ExportError`."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ExportError(f"{folder} does not exist: pass a run folder written by `binwatch train`")
+    try:
+        return load_card(folder)
+    except ContractError as e:
+        raise ExportError(
+            f"{e}. Fix: point at a run folder written by `binwatch train --out RUN` (it holds card.json "
+            "and weights.pt), or repair the card (`binwatch contract validate` names the field)"
+        ) from e
+
+
+@contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temp path beside ``final``; on success it is moved into place with ``os.replace``."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def check_onnx_file(path: Path | str) -> Any:
+    """Load and check an ONNX file; return the ``onnx.ModelProto``. Corrupt files raise ExportError."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise ExportError(f"{p}: no such ONNX file. Fix: run `binwatch export onnx RUN` first")
+    try:
+        model = onnx.load(str(p))
+        onnx.checker.check_model(model)
+    except Exception as e:  # protobuf DecodeError, ValidationError, ...
+        raise ExportError(
+            f"{p} is not a valid ONNX model ({type(e).__name__}: {str(e).strip()[:200]}). "
+            "Fix: re-create it with `binwatch export onnx RUN` (and `export quantize` for INT8 files)"
+        ) from e
+    return model
+
+
+def onnx_opset(model_or_path: Any) -> int:
+    """The default-domain opset of an ONNX model (proto or path)."""
+    import onnx
+
+    model = onnx.load(str(model_or_path), load_external_data=False) if isinstance(model_or_path, (str, Path)) else model_or_path
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    raise ExportError("ONNX model has no default-domain opset import")
+
+
+def upsert_artifact(card: ModelCard, artifact: Artifact) -> ModelCard:
+    """A copy of ``card`` whose artifact list holds ``artifact`` in place of any row for the same file."""
+    rows = [a for a in card.artifacts if a.file != artifact.file]
+    rows.append(artifact)
+    return card.model_copy(update={"artifacts": rows})
+
+
+def record_artifact(folder: Path | str, file: Path | str, **fields: Any) -> ModelCard:
+    """Hash ``file`` (inside ``folder``), write its artifact row into ``folder/card.json``, return the card."""
+    folder = Path(folder)
+    file = Path(file)
+    rel = file.resolve().relative_to(folder.resolve()).as_posix()
+    card = read_card(folder)
+    artifact = Artifact(file=rel, sha256=sha256_file(file), **fields)
+    card = upsert_artifact(card, artifact)
+    save_card(card, folder / "card.json")
+    log.info("recorded artifact %s (%s %s) in %s", rel, artifact.precision, artifact.target, folder / "card.json")
+    return card
