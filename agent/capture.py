@@ -15,8 +15,9 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from agent.sources import EndOfStream, Frame, FrameSource, SourceLost, make_source
 
@@ -83,6 +84,7 @@ class FrameHub:
         self._drop: dict[str, bool] = {}
         self._states: dict[str, CameraState] = {}
         self._rr = 0
+        self._inflight = 0  # taken but not yet acknowledged by the consumer
 
     def add_camera(self, state: CameraState, *, capacity: int = 1, drop: bool = True) -> None:
         with self._cond:
@@ -127,12 +129,23 @@ class FrameHub:
                     if self._slots[n] and len(out) < max_n:
                         out.append(self._slots[n].popleft())
                 self._rr = (self._rr + 1) % max(1, len(names))
+            self._inflight += len(out)
             self._cond.notify_all()
             return out
+
+    def ack(self, n: int) -> None:
+        """The consumer is done with ``n`` frames it took (processed or discarded)."""
+        with self._cond:
+            self._inflight = max(0, self._inflight - n)
 
     def pending(self) -> int:
         with self._cond:
             return sum(len(s) for s in self._slots.values())
+
+    def idle(self) -> bool:
+        """No frame waiting and none taken but unacknowledged."""
+        with self._cond:
+            return self._inflight == 0 and not any(self._slots.values())
 
     def wake(self) -> None:
         with self._cond:
@@ -254,7 +267,7 @@ class CameraWorker(threading.Thread):
                     if self.on_finished is not None:
                         self.on_finished(self.cam.name)
                     return
-                except Exception as e:  # noqa: BLE001 - a driver bug is a lost camera, not a dead agent
+                except Exception as e:
                     self.in_read_since = None
                     self.state.reconnects += 1
                     self.state.state = "reconnecting"
@@ -276,7 +289,7 @@ class CameraWorker(threading.Thread):
                 if self.prepare is not None:
                     try:
                         self.prepare(frame)
-                    except Exception as e:  # noqa: BLE001 - the inference thread retries it
+                    except Exception as e:
                         log.debug("camera %s: preprocessing in capture failed: %s", self.cam.name, e)
                         frame.tensor = None
                 self.hub.put(frame, self.stop_event, self._current)

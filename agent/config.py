@@ -342,19 +342,18 @@ def _set_path(data: Any, path: list[str], value: Any, origin: str) -> Any:
     return node
 
 
-def env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """``BINWATCH__SECTION__KEY`` variables as a nested dict, and dotted key -> variable name."""
-    data: dict[str, Any] = {}
-    origins: dict[str, str] = {}
+def env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:
+    """``BINWATCH__SECTION__KEY`` variables as ``(key path, value, variable name)``, sorted."""
+    out = []
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         if any(not p for p in parts):
             raise ConfigError(f"environment variable {name}: empty key level (use BINWATCH__SECTION__KEY)")
-        data = _set_path(data, parts, _env_value(env[name]), f"environment variable {name}")
-        origins[".".join(parts)] = name
-    return data, origins
+        out.append((parts, _env_value(env[name]), name))
+    # shorter paths first, so BINWATCH__CAMERAS__1 (a whole entry) comes before its fields
+    return sorted(out, key=lambda t: (len(t[0]), t[0]))
 
 
 def _describe(e: ValidationError, origins: Mapping[str, str], where: str) -> str:
@@ -401,8 +400,10 @@ def load_config(
     Raises :class:`ConfigError` whose message names the offending key (and its source).
     """
     data: dict[str, Any] = read_yaml(Path(path)) if path is not None else {}
-    env_data, origins = env_overrides(os.environ if env is None else env)
-    data = _deep_merge(data, env_data)
+    origins: dict[str, str] = {}
+    for parts, value, name in env_overrides(os.environ if env is None else env):
+        data = _set_path(data, parts, value, f"environment variable {name}")
+        origins[".".join(parts)] = name
     if overrides:
         data = _deep_merge(data, overrides)
         for k in _flatten(overrides):

@@ -111,7 +111,7 @@ class Decision:
 
     @property
     def distribution_map(self) -> dict[str, float]:
-        return {str(c): round(float(p), 6) for c, p in zip(self.counts, self.distribution)}
+        return {str(c): round(float(p), 6) for c, p in zip(self.counts, self.distribution, strict=False)}
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -157,7 +157,8 @@ def decide(
         return Decision(
             verdict="uncertain",
             expected_qty=expected_qty,
-            reason=f"expected {expected_qty} is beyond the model's counts (max {counts[-1]}, no overflow class)",
+            reason=f"expected {expected_qty} is beyond the model's counts "
+            f"(max {counts[-1]}, no overflow class)",
             **base,
         )
     p = float(dist[cls])

@@ -74,8 +74,10 @@ def _make_handler(app: HttpBackend, max_body: int) -> type[BaseHTTPRequestHandle
                     body, ctype = app.metrics_text()
                     self._send(200, body, ctype)
                 else:
-                    self._json(404, {"error": f"no such endpoint {path}; try /healthz /readyz /metrics /v1/count"})
-            except Exception as e:  # noqa: BLE001 - the server must answer
+                    self._json(
+                        404, {"error": f"no such endpoint {path}; try /healthz /readyz /metrics /v1/count"}
+                    )
+            except Exception as e:
                 log.exception("http GET %s failed", path)
                 self._json(500, {"error": f"{type(e).__name__}: {e}"})
 
@@ -107,7 +109,7 @@ def _make_handler(app: HttpBackend, max_body: int) -> type[BaseHTTPRequestHandle
                 self._json(200, app.count_image(data, expected))
             except CountError as e:
                 self._json(e.status, {"error": str(e)})
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 log.exception("http /v1/count failed")
                 self._json(500, {"error": f"{type(e).__name__}: {e}"})
 

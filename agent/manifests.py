@@ -38,10 +38,12 @@ def load_manifest_csv(path: Path) -> dict[str, int]:
     """
     out: dict[str, int] = {}
     try:
-        f = Path(path).open(newline="", encoding="utf-8-sig")
-    except OSError as e:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read manifest CSV {path}: {e}") from e
-    with f:
+    import io
+
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         fields = [c.strip() for c in (reader.fieldnames or [])]
         if "bin_id" not in fields or "expected_qty" not in fields:

@@ -43,7 +43,8 @@ class LatencyWindow:
 
 class AgentMetrics:
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter as PCounter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Gauge, Histogram
+        from prometheus_client import Counter as PCounter
 
         self.started = time.time()
         self.started_mono = time.monotonic()
@@ -66,20 +67,27 @@ class AgentMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
-        self.camera_up = Gauge("binwatch_camera_up", "1 when the camera delivers frames", ["camera"], registry=r)
+        self.camera_up = Gauge(
+            "binwatch_camera_up", "1 when the camera delivers frames", ["camera"], registry=r
+        )
         self.camera_dropped = Gauge(
             "binwatch_camera_dropped_frames", "Frames replaced before inference", ["camera"], registry=r
         )
         self.camera_decode_errors = Gauge(
             "binwatch_camera_decode_errors", "Corrupt or empty images skipped", ["camera"], registry=r
         )
-        self.camera_reconnects = Gauge("binwatch_camera_reconnects", "Camera reopen count", ["camera"], registry=r)
+        self.camera_reconnects = Gauge(
+            "binwatch_camera_reconnects", "Camera reopen count", ["camera"], registry=r
+        )
         self.outbox_depth = Gauge("binwatch_outbox_depth", "Alerts waiting for the broker", registry=r)
         self.outbox_dropped = Gauge("binwatch_outbox_dropped", "Alerts dropped by outbox bounds", registry=r)
         self.mqtt_connected = Gauge("binwatch_mqtt_connected", "1 while connected to the broker", registry=r)
         self.model_ready = Gauge("binwatch_model_ready", "1 when a model is loaded and warm", registry=r)
         self.model_info = Gauge(
-            "binwatch_model_info", "The running model", ["name", "version", "backend", "precision"], registry=r
+            "binwatch_model_info",
+            "The running model",
+            ["name", "version", "backend", "precision"],
+            registry=r,
         )
         self.uptime = Gauge("binwatch_uptime_seconds", "Seconds since start", registry=r)
         self.uptime.set_function(lambda: time.monotonic() - self.started_mono)

@@ -18,11 +18,11 @@ import shutil
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from agent.backends.base import Backend, BackendError
 from agent.decision import Thresholds, resolve_thresholds
@@ -92,7 +92,7 @@ def unpack_bundle(tar_path: Path, models_dir: Path) -> Path:
                 p = Path(m.name)
                 if p.is_absolute() or ".." in p.parts or not (m.isfile() or m.isdir()):
                     raise ModelLoadError(f"{tar_path}: unsafe entry {m.name!r} in bundle archive")
-            tf.extractall(tmp, members=members)  # noqa: S202 - members checked above
+            tf.extractall(tmp, members=members)
         roots = [p for p in tmp.iterdir()]
         inner = (
             roots[0] if len(roots) == 1 and roots[0].is_dir() and not (tmp / "card.json").exists() else tmp
@@ -177,14 +177,14 @@ class ModelStore:
     def _close(model: LoadedModel) -> None:
         try:
             model.backend.close()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             log.warning("closing the old model's backend failed: %s", e)
 
     def _report(self, version: int, state: str, detail: str = "") -> None:
         if self.on_state is not None:
             try:
                 self.on_state(version, state, detail)
-            except Exception as e:  # noqa: BLE001 - reporting must not break loading
+            except Exception as e:
                 log.warning("model state report failed: %s", e)
 
     # -- loading -------------------------------------------------------------------------------

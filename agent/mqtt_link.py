@@ -65,11 +65,14 @@ def _agent_version() -> str:
         return "unknown"
 
 
-def make_client(cfg: MqttConfig, client_id: str, *, clean: bool = True, userdata: Any = None) -> mqtt.Client:
+def make_client(
+    cfg: MqttConfig, client_id: str, *, clean: bool = True, userdata: Any = None, reconnect: bool = False
+) -> mqtt.Client:
     """A paho 2 client (callback API v2) with protocol, TLS and credentials from ``cfg``.
 
-    No callbacks, no will, not connected. ``reconnect_on_failure`` is off: the caller owns
-    reconnection. Used by the link and by ``binwatch alerts watch``.
+    No callbacks, no will, not connected. With ``reconnect=False`` (the link) paho's network loop
+    ends when the connection drops and the caller owns reconnection; ``binwatch alerts watch`` lets
+    paho reconnect.
     """
     v5 = cfg.protocol == "5"
     kwargs: dict[str, Any] = {
@@ -77,7 +80,7 @@ def make_client(cfg: MqttConfig, client_id: str, *, clean: bool = True, userdata
         "client_id": client_id,
         "userdata": userdata,
         "protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        "reconnect_on_failure": False,
+        "reconnect_on_failure": reconnect,
     }
     if not v5:
         kwargs["clean_session"] = clean
@@ -292,6 +295,10 @@ class MqttLink:
             }
         )
 
+    def kick(self) -> None:
+        """Wake the publisher (e.g. after putting a non-alert row into the outbox directly)."""
+        self._kick()
+
     # -- helpers for callers -------------------------------------------------------------------
     def _kick(self) -> None:
         with self._cond:
@@ -343,7 +350,7 @@ class MqttLink:
         with self._cond:
             if not conn.lost:
                 conn.lost = True
-                conn.lost_reason = str(rc)
+                conn.lost_reason = f"connection lost: {rc}"
             self._wake = True
             self._cond.notify_all()
 
@@ -384,7 +391,6 @@ class MqttLink:
     # -- publisher thread --------------------------------------------------------------------------
     def _run(self) -> None:
         delay = self.cfg.reconnect_min_delay
-        addr = self.cfg.address
         failures = 0
         while not self._stopping:
             conn = self._connect()
@@ -394,8 +400,6 @@ class MqttLink:
                 self._sleep(delay)
                 delay = min(delay * 2, self.cfg.reconnect_max_delay)
                 continue
-            if failures:
-                log.info("reconnected to %s:%d after %d failed attempt(s)", addr.host, addr.port, failures)
             failures = 0
             delay = self.cfg.reconnect_min_delay
             try:

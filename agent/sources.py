@@ -31,6 +31,7 @@ __all__ = [
     "SourceLost",
     "classify_source",
     "csi_pipeline",
+    "display_source",
     "make_source",
 ]
 
@@ -144,6 +145,16 @@ def classify_source(source: Union[int, str]) -> str:
     return "file"
 
 
+def display_source(source: Union[int, str]) -> str:
+    """``source`` for logs and status: a URL's password is replaced by ``***``."""
+    s = str(source)
+    u = urlparse(s)
+    if u.scheme.lower() in URL_SCHEMES and u.password:
+        netloc = f"{u.username}:***@{u.hostname}" + (f":{u.port}" if u.port else "")
+        return u._replace(netloc=netloc).geturl()
+    return s
+
+
 def _has_gstreamer() -> bool:
     import cv2
 
@@ -177,11 +188,7 @@ class OpenCVSource(FrameSource):
         self._index = 0
 
     def describe(self) -> str:
-        t = self.target
-        if self.kind == "url" and isinstance(t, str):
-            u = urlparse(t)
-            t = u._replace(netloc=u.hostname or "").geturl() if u.password else t  # hide credentials
-        return f"{self.kind}:{t}"
+        return f"{self.kind}:{display_source(self.target)}"
 
     def open(self) -> None:
         import cv2

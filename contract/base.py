@@ -121,9 +121,17 @@ class Versioned(Strict):
             raise ContractError(f"invalid {what}: {type(e).__name__}: {e}") from e
 
 
+def _rank(err: Any) -> int:
+    # Unknown fields and the schema/version come first: they explain the errors after them.
+    if err.get("type") == "extra_forbidden":
+        return 0
+    loc = err.get("loc", ())
+    return 1 if loc and loc[0] in ("schema", "schema_version") else 2
+
+
 def _describe(what: str, e: ValidationError) -> str:
     parts = []
-    for err in e.errors()[:5]:
+    for err in sorted(e.errors(), key=_rank)[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ())) or "<root>"
         msg = err.get("msg", "invalid").removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":

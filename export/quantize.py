@@ -77,7 +77,6 @@ def quant_settings(target: str) -> dict[str, Any]:
                 "WeightSymmetric": True,
                 "QuantizeBias": False,  # TensorRT wants float biases (no INT32 DequantizeLinear)
                 "OpTypesToExcludeOutputQuantization": _TRT_OPS,
-                "CalibMaxIntermediateOutputs": 4,
             },
         }
     if target == "cpu":
@@ -85,7 +84,7 @@ def quant_settings(target: str) -> dict[str, Any]:
             **common,
             "activation_type": QuantType.QUInt8,
             "weight_type": QuantType.QInt8,
-            "extra_options": {"WeightSymmetric": True, "CalibMaxIntermediateOutputs": 4},
+            "extra_options": {"WeightSymmetric": True},
         }
     raise ExportError(f"unknown quantization target {target!r}: use tensorrt, cpu or both")
 

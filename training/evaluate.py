@@ -93,8 +93,16 @@ def _load_items(data: Path) -> tuple[list[Any], str, str, bool]:
     return items, data.resolve().name, str(data.resolve()), is_synthetic(data, items)
 
 
-def _splits(opts: EvalOptions, items: list[Any]) -> tuple[dict[str, list[Any]], str, bool]:
-    """(splits, how, seen): ``seen`` is False when the data shares no key with the run's split."""
+def _splits(
+    opts: EvalOptions, items: list[Any], card, ds_id: str, synthetic: bool
+) -> tuple[dict[str, list[Any]], str, bool]:
+    """(splits, how, seen): ``seen`` is False for data the run was not trained on.
+
+    The run's ``splits.json`` applies only to the dataset the run was trained on: ABID keys and
+    synthetic keys look alike (``00001``), so matching keys alone prove nothing. The same dataset is
+    the one the card names; a dataset at another path of the same kind (real or synthetic) sharing
+    keys is taken for a moved copy (with a warning).
+    """
     from training.dataset import SPLITS, load_splits_json, parse_split_files, split_items
 
     if opts.split_files:
@@ -105,11 +113,18 @@ def _splits(opts: EvalOptions, items: list[Any]) -> tuple[dict[str, list[Any]], 
             raise EvalError(f"--split-file: {e}") from e
         return splits, how, True
     saved = Path(opts.run) / "splits.json"
-    if saved.is_file():
+    trained_on = card.trained_from.data if card.trained_from else None
+    same = trained_on == ds_id
+    if saved.is_file() and (same or _trained_on_synthetic(card) == synthetic):
         splits, how = load_splits_json(saved, items)
         if any(splits[name] for name in SPLITS):
+            if not same:
+                log.warning(
+                    "the run was trained on %s, not %s; using its splits.json because keys match (a moved copy?). "
+                    "Pass --split-file to choose the images explicitly.", trained_on, ds_id,
+                )
             return splits, f"the run's splits.json ({how})", True
-        log.info("no key of %s is in %s: evaluating every image", saved, opts.data)
+    log.info("%s is not the data the run was trained on (%s): evaluating every image", ds_id, trained_on)
     return {"train": [], "val": [], "test": [], "all": list(items)}, "every image (data the run did not see)", False
 
 
@@ -260,7 +275,7 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
     excluded = len(items) - len(kept)
     if excluded:
         log.info("left out %d images whose count the head (%s) cannot express", excluded, counts)
-    splits, split_how, seen = _splits(opts, kept)
+    splits, split_how, seen = _splits(opts, kept, card, ds_id, synthetic)
     split = _pick_split(opts, splits, kept)
     eval_items = splits[split] if split != "all" else (splits.get("all") or kept)
     if not eval_items:
@@ -365,6 +380,7 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
         "split": split,
         "split_how": split_how,
         "data_seen_in_training_split": seen,
+        "official_val_split": split == "val" and "counting_val" in split_how,
         "n": len(eval_items),
         "excluded_beyond_head": excluded,
         "counts": counts,

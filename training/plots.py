@@ -151,7 +151,7 @@ def plot_learning_curves(metrics_csv: Path, path: Path, title: str = "") -> Opti
             ax.plot(x, cols[k], marker=".", label=k)
         ax.set_xlabel(x_name)
         ax.set_title(label, fontsize=9)
-        if label == "learning rate":
+        if label == "learning rate" and all(v > 0 for k in names for v in cols[k] if not np.isnan(v)):
             ax.set_yscale("log")
         ax.legend(fontsize=7)
     if title:

@@ -7,14 +7,15 @@ letterbox, OpenCV interpolation), so the training/eval transforms' resize step b
 Decoding uses libjpeg's DCT scaling (``cv2.IMREAD_REDUCED_COLOR_{2,4,8}``) when the image is big
 enough that the reduced image is still at least ``reduce_margin`` times the size it is resized to;
 the final resize then goes from that to the target. This is the one difference from the agent's
-path (full decode, then the same resize): ``prepare_parity`` measures it, and ``--no-reduce``
-turns it off for bit-exact parity. Images are stored lossless by default (PNG), so nothing else
-changes.
+path (full decode, then the same resize): on the real ABID sample at 224x224 it moves pixels by 1.4
+grey levels on average in the images it applies to (a third of them); ``--no-reduce`` turns it off
+and the cache is then bit-exact with the agent's preprocessing. Images are stored lossless (raw
+``.npy`` by default, the fastest to read; ``png`` takes half the disk), so nothing else changes.
 
 Layout of a cache::
 
     CACHE/index.json          settings + one entry per image (key, count, split, file, source size)
-    CACHE/images/<key>.png    (or .jpg / .npy with --encoding)
+    CACHE/images/<key>.npy    (or .png / .jpg with --encoding)
 
 Re-running the same command resumes: images already written (files are written to a temp name,
 then renamed) are not decoded again.
@@ -68,7 +69,7 @@ class CacheIndex(Strict):
     height: int = Field(gt=0)
     width: int = Field(gt=0)
     resize: ResizeSpec = Field(default_factory=ResizeSpec)
-    encoding: Literal["png", "jpg", "npy"] = "png"
+    encoding: Literal["png", "jpg", "npy"] = "npy"
     reduce_margin: Optional[float] = Field(default=1.0, description="None: reduced decoding off")
     items: list[CacheEntry] = Field(default_factory=list)
 
@@ -96,6 +97,7 @@ def _write_index(out: Path, index: CacheIndex) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".index.", dir=out)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(index.model_dump_json(indent=1))
+    os.chmod(tmp, 0o644)
     os.replace(tmp, out / INDEX)
 
 
@@ -169,7 +171,7 @@ class _Result:
 
 _SPEC: Optional[InputSpec] = None
 _MARGIN: Optional[float] = None
-_ENCODING = "png"
+_ENCODING = "npy"
 
 
 def _init_worker(spec_json: str, margin: Optional[float], encoding: str) -> None:
@@ -193,6 +195,7 @@ def _encode(img: np.ndarray, dst: Path, encoding: str) -> None:
                 if not ok:
                     raise OSError(f"cannot encode {dst}")
                 f.write(buf.tobytes())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -228,7 +231,7 @@ def prepare(
     out: Path | str,
     spec: InputSpec,
     *,
-    encoding: Literal["png", "jpg", "npy"] = "png",
+    encoding: Literal["png", "jpg", "npy"] = "npy",
     reduce_margin: Optional[float] = 1.0,
     workers: Optional[int] = None,
     split_files: Optional[dict[str, Path]] = None,

@@ -59,7 +59,7 @@ def _banner(r: dict[str, Any]) -> list[str]:
             "real ABID photos show that the pipeline runs on real data, not what a model trained on ABID "
             "reaches. Compare with the published references only for a model trained on ABID."
         )
-    if not r["data_seen_in_training_split"]:
+    if not r.get("official_val_split"):
         lines.append(
             f"> The evaluated images ({r['dataset']}, {r['n']} images) are not the official abid_challenge "
             "val split, so the published reference rows below are context, not a like-for-like comparison."
@@ -159,7 +159,7 @@ def render_report(r: dict[str, Any]) -> str:  # noqa: C901 - one linear document
     for op_pe, op_am in zip(pe["operating_points"], am["operating_points"]):
         a = op_pe["target_false_alarm_rate"]
         hdr.append(f"recall at {100 * a:g}% false alarms")
-        row_pe.append(f"{_pct(op_pe['recall'])} (t = {op_pe['threshold']:.4f}, FA {_pct(op_pe['false_alarm_rate'])})")
+        row_pe.append(f"{_pct(op_pe['recall'])} (t = {op_pe['threshold']:.4g}, FA {_pct(op_pe['false_alarm_rate'])})")
         row_am.append(_pct(op_am["recall"]) + ("" if am["false_alarm_rate"] <= a else " (own FA too high)"))
     hdr.append("own operating point")
     row_pe.append("-")
@@ -168,17 +168,17 @@ def render_report(r: dict[str, Any]) -> str:  # noqa: C901 - one linear document
     same = mm.get("p_expected_at_argmax_false_alarm_rate")
     if same:
         L += ["", f"At the argmax rule's own false-alarm rate ({_pct(am['false_alarm_rate'])}), the p_expected rule "
-              f"has recall {_pct(same['recall'])} (threshold {same['threshold']:.4f}) against {_pct(am['recall'])}."]
+              f"has recall {_pct(same['recall'])} (threshold {same['threshold']:.4g}) against {_pct(am['recall'])}."]
     at = mm.get("at_card_thresholds")
     if at:
-        L += ["", f"Card thresholds ({at['source']}): mismatch below {at['mismatch_threshold']:.4f}, match from "
-              f"{at['match_threshold']:.4f}. On this split they give false-alarm rate {_pct(at['false_alarm_rate'])}, "
+        L += ["", f"Card thresholds ({at['source']}): mismatch below {at['mismatch_threshold']:.4g}, match from "
+              f"{at['match_threshold']:.4g}. On this split they give false-alarm rate {_pct(at['false_alarm_rate'])}, "
               f"recall {_pct(at['recall'])}, {_pct(at['uncertain_share'])} of bins uncertain."]
     if r.get("decision"):
         d = r["decision"]
-        L += ["", f"Written to the card's `decision`: mismatch_threshold {d['mismatch_threshold']:.4f} (target "
+        L += ["", f"Written to the card's `decision`: mismatch_threshold {d['mismatch_threshold']:.4g} (target "
               f"false-alarm rate {_pct(d['false_alarm_rate'])}, recall {_pct(d['recall'])} on val), match_threshold "
-              f"{d['match_threshold']:.4f} (the threshold reaching the looser false-alarm rate; bins between the two "
+              f"{d['match_threshold']:.4g} (the threshold reaching the looser false-alarm rate; bins between the two "
               "are uncertain and worth more frames). Fitted on: " + str(d.get("fitted_on")) + "."]
     L += ["", "Scored one frame at a time; the agent fuses several frames per presentation.", "",
           f"![mismatch ROC]({r['plots']['mismatch_roc']})", ""]

@@ -62,7 +62,7 @@ def _same(sent: Any, back: Any, path: str) -> None:
             _same(value, back[key], f"{path}.{key}")
     elif isinstance(sent, list):
         assert len(back) == len(sent), path
-        for i, (a, b) in enumerate(zip(sent, back)):
+        for i, (a, b) in enumerate(zip(sent, back, strict=True)):
             _same(a, b, f"{path}[{i}]")
     elif isinstance(sent, str) and path.endswith(("_ts", ".ts", ".created")):
         assert datetime.fromisoformat(back.replace("Z", "+00:00")) == datetime.fromisoformat(
@@ -130,7 +130,9 @@ def test_missing_required_field_is_named(model: type[Versioned]) -> None:
         assert f"{name}: Field required" in msg
 
 
-@pytest.mark.parametrize("payload", [b"", b"{", b"null", b"[]", b"42", b'"x"', b"\xff\xfe", "{\ud800}", [1], 42, None])
+@pytest.mark.parametrize(
+    "payload", [b"", b"{", b"null", b"[]", b"42", b'"x"', b"\xff\xfe", "{\ud800}", [1], 42, None]
+)
 def test_non_objects_are_refused(payload: Any) -> None:
     _refused(Alert, payload)
 

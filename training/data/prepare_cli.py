@@ -23,7 +23,7 @@ def prepare_cmd(
     ),
     interp: str = typer.Option("area", "--interp", help="area, linear or cubic (OpenCV interpolation)."),
     encoding: str = typer.Option(
-        "png", "--encoding", help="png (lossless), npy (raw, fastest) or jpg (q95, lossy)."
+        "npy", "--encoding", help="npy (raw, fastest), png (lossless, half the disk) or jpg (q95, lossy)."
     ),
     split_file: list[Path] = typer.Option(
         [],

@@ -1,0 +1,476 @@
+"""TensorRT 10 backend: engines built on the device from the bundle's ONNX, cached, run with
+``execute_async_v3`` on one CUDA stream.
+
+- Engine cache (DESIGN section 4): ``<engine_cache>/<key>.engine`` (plain serialized engine) with
+  ``<key>.json`` sidecar, key = (model sha256, TensorRT version, compute capability, precision,
+  batch profile), via :mod:`export.engine_cache`. A cached engine is checked against the running
+  TensorRT and GPU before it is loaded; on mismatch (or a corrupt file) it is rebuilt with
+  :mod:`export.engine`'s builder, with a persisted timing cache.
+- INT8 engines are built from ``model.int8-trt.onnx`` (Q/DQ), FP16/FP32 from ``model.fp32.onnx``.
+- Every CUDA and TensorRT call runs on one worker thread that owns the CUDA context; ``infer``
+  hands the batch over and waits. Host buffers are pinned; tensors are bound by name
+  (``set_input_shape``, ``set_tensor_address``).
+- ``tensorrt`` and the CUDA bindings (``cuda-python``, else ``pycuda``) are imported here only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import importlib.util
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from agent.backends.base import Backend, BackendError, BackendUnavailable, pick_onnx_artifact
+from contract.card import ModelCard
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TensorRTBackend"]
+
+_INSTALL_TRT = (
+    "TensorRT is not installed: on a Jetson it ships with JetPack (apt install python3-libnvinfer); "
+    "on x86 pip install tensorrt"
+)
+_INSTALL_CUDA = "no CUDA Python bindings: pip install cuda-python (or pycuda)"
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _cudart() -> Any:
+    """The CUDA runtime module of cuda-python (new and old layouts), or None."""
+    for name in ("cuda.bindings.runtime", "cuda.cudart"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return None
+
+
+# -- CUDA helpers (used on the worker thread only) ----------------------------------------------
+
+
+class _CudaPython:
+    """cuda-python runtime API: pinned host arrays, device buffers, one stream."""
+
+    def __init__(self, device: int) -> None:
+        self.rt = _cudart()
+        if self.rt is None:
+            raise BackendUnavailable(_INSTALL_CUDA)
+        self._check(self.rt.cudaSetDevice(device), "cudaSetDevice")
+        self.device = device
+        self.stream = self._check(self.rt.cudaStreamCreate(), "cudaStreamCreate")
+        self._host: list[int] = []
+        self._dev: list[int] = []
+
+    def _check(self, result: Any, what: str) -> Any:
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if int(err) != 0:
+            raise BackendError(f"CUDA {what} failed: {err}")
+        return rest[0] if len(rest) == 1 else (rest or None)
+
+    def compute_capability(self) -> str:
+        props = self._check(self.rt.cudaGetDeviceProperties(self.device), "cudaGetDeviceProperties")
+        return f"{props.major}.{props.minor}"
+
+    def host_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        ptr = int(self._check(self.rt.cudaMallocHost(nbytes), "cudaMallocHost"))
+        self._host.append(ptr)
+        buf = (ctypes.c_byte * nbytes).from_address(ptr)
+        return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+    def device_buffer(self, nbytes: int) -> int:
+        ptr = int(self._check(self.rt.cudaMalloc(nbytes), "cudaMalloc"))
+        self._dev.append(ptr)
+        return ptr
+
+    def h2d(self, dptr: int, host: np.ndarray) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._check(
+            self.rt.cudaMemcpyAsync(dptr, host.ctypes.data, host.nbytes, kind, self.stream), "H2D copy"
+        )
+
+    def d2h(self, host: np.ndarray, dptr: int) -> None:
+        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._check(
+            self.rt.cudaMemcpyAsync(host.ctypes.data, dptr, host.nbytes, kind, self.stream), "D2H copy"
+        )
+
+    def sync(self) -> None:
+        self._check(self.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+
+    @property
+    def stream_handle(self) -> int:
+        return int(self.stream)
+
+    def close(self) -> None:
+        for p in self._dev:
+            self.rt.cudaFree(p)
+        for p in self._host:
+            self.rt.cudaFreeHost(p)
+        self._dev, self._host = [], []
+        if self.stream is not None:
+            self.rt.cudaStreamDestroy(self.stream)
+            self.stream = None
+
+
+class _PyCuda:
+    """pycuda: a context made current on the worker thread (popped at close)."""
+
+    def __init__(self, device: int) -> None:
+        try:
+            import pycuda.driver as cuda
+        except ImportError as e:
+            raise BackendUnavailable(_INSTALL_CUDA) from e
+        cuda.init()
+        self.cuda = cuda
+        self.dev = cuda.Device(device)
+        self.ctx = self.dev.make_context()
+        self.stream = cuda.Stream()
+        self._bufs: list[Any] = []
+
+    def compute_capability(self) -> str:
+        major, minor = self.dev.compute_capability()
+        return f"{major}.{minor}"
+
+    def host_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        return self.cuda.pagelocked_empty(shape, dtype)
+
+    def device_buffer(self, nbytes: int) -> int:
+        buf = self.cuda.mem_alloc(nbytes)
+        self._bufs.append(buf)
+        return int(buf)
+
+    def h2d(self, dptr: int, host: np.ndarray) -> None:
+        self.cuda.memcpy_htod_async(dptr, host, self.stream)
+
+    def d2h(self, host: np.ndarray, dptr: int) -> None:
+        self.cuda.memcpy_dtoh_async(host, dptr, self.stream)
+
+    def sync(self) -> None:
+        self.stream.synchronize()
+
+    @property
+    def stream_handle(self) -> int:
+        return int(self.stream.handle)
+
+    def close(self) -> None:
+        for b in self._bufs:
+            b.free()
+        self._bufs = []
+        self.ctx.pop()
+
+
+class _Worker:
+    """One thread that owns the CUDA context; ``call(fn)`` runs ``fn`` there."""
+
+    def __init__(self, name: str = "tensorrt") -> None:
+        self._q: queue.Queue[Optional[tuple[Callable[[], Any], Future]]] = queue.Queue()
+        self._t = threading.Thread(target=self._run, name=name, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            fn, fut = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # handed to the caller
+                fut.set_exception(e)
+
+    def call(self, fn: Callable[[], Any], timeout: Optional[float] = None) -> Any:
+        fut: Future = Future()
+        self._q.put((fn, fut))
+        return fut.result(timeout)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._t.join(10)
+
+
+# -- the backend ------------------------------------------------------------------------------------
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        precision: str = "auto",
+        engine_cache: Optional[Path] = None,
+        batch: int = 4,
+        device_index: int = 0,
+        workspace_mb: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.requested_precision = precision
+        self.engine_cache = Path(engine_cache) if engine_cache else Path("binwatch-state/engines")
+        self.batch = max(1, batch)
+        self.device_index = device_index
+        self.workspace_mb = workspace_mb
+        self.device = f"cuda:{device_index}"
+        self.engine_path: Optional[Path] = None
+        self.built = False
+        self._worker: Optional[_Worker] = None
+        self._cuda: Any = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._io: dict[str, Any] = {}
+
+    @classmethod
+    def is_available(cls) -> tuple[bool, str]:
+        if not _has("tensorrt"):
+            return False, _INSTALL_TRT
+        if _cudart() is None and not _has("pycuda"):
+            return False, _INSTALL_CUDA
+        rt = _cudart()
+        if rt is not None:
+            try:
+                err, n = rt.cudaGetDeviceCount()
+            except Exception as e:  # driver library missing
+                return False, f"CUDA runtime unusable: {e}"
+            if int(err) != 0 or n < 1:
+                return False, f"no CUDA device visible ({err})"
+        return True, ""
+
+    # -- loading ----------------------------------------------------------------------------------
+    def _precision_and_onnx(self, bundle: Path, card: ModelCard) -> tuple[str, Path, Any]:
+        prec = self.requested_precision
+        if prec == "auto":
+            prec = (
+                "int8"
+                if card.artifact("onnx", "int8", "tensorrt") or (bundle / "model.int8-trt.onnx").is_file()
+                else "fp16"
+            )
+        onnx_prec = "int8" if prec == "int8" else "fp32"
+        path, art, _ = pick_onnx_artifact(bundle, card, onnx_prec, "tensorrt")
+        return prec, path, art
+
+    def load(self, bundle: Path, card: ModelCard) -> None:
+        ok, why = self.is_available()
+        if not ok:
+            raise BackendUnavailable(why)
+        import tensorrt as trt
+
+        try:
+            from export import engine_cache as ec
+        except ImportError as e:
+            raise BackendUnavailable(f"export.engine_cache is missing ({e}); reinstall binwatch") from e
+        precision, onnx_path, art = self._precision_and_onnx(bundle, card)
+        model_sha = art.sha256 if art is not None else _sha256(onnx_path)
+        profile = (1, self.batch, self.batch)
+        if art is not None and art.batch_profile is not None:
+            bp = art.batch_profile
+            profile = (bp.min, bp.opt, bp.max)
+        self._worker = _Worker()
+        try:
+            self._worker.call(lambda: self._setup_cuda())
+            cc = self._worker.call(lambda: self._cuda.compute_capability())
+            key = ec.engine_cache_key(
+                model_sha256=model_sha,
+                trt_version=trt.__version__,
+                compute_capability=cc,
+                precision=precision,
+                batch_profile=profile,
+            )
+            self.engine_cache.mkdir(parents=True, exist_ok=True)
+            engine_path = self.engine_cache / f"{key}.engine"
+            data = self._cached_engine(ec, engine_path, trt.__version__, cc)
+            if data is None:
+                data = self._build(onnx_path, precision, profile, engine_path, trt.__version__, cc, model_sha)
+            self._worker.call(lambda: self._deserialize(data, card))
+        except BaseException:
+            self.close()
+            raise
+        self.card = card
+        self.artifact = art
+        self.model_file = onnx_path
+        self.model_sha256 = model_sha
+        self.precision = precision
+        self.engine_path = engine_path
+        log.info(
+            "tensorrt: %s engine %s ready (TensorRT %s, sm %s, batch %s, %s)",
+            precision,
+            engine_path.name,
+            trt.__version__,
+            cc,
+            profile,
+            "built now" if self.built else "from cache",
+        )
+
+    def _setup_cuda(self) -> None:
+        self._cuda = _CudaPython(self.device_index) if _cudart() is not None else _PyCuda(self.device_index)
+
+    def _cached_engine(self, ec: Any, engine_path: Path, trt_version: str, cc: str) -> Optional[bytes]:
+        sidecar = ec.sidecar_path(engine_path)
+        if not engine_path.is_file() or not sidecar.is_file():
+            return None
+        try:
+            meta = ec.read_sidecar(sidecar)
+            problems = ec.check_engine_compat(meta, trt_version, cc)
+        except Exception as e:
+            problems = [f"sidecar unreadable: {e}"]
+        if problems:
+            log.warning(
+                "tensorrt: cached engine %s unusable (%s); rebuilding", engine_path.name, "; ".join(problems)
+            )
+            return None
+        return engine_path.read_bytes()
+
+    def _build(
+        self,
+        onnx_path: Path,
+        precision: str,
+        profile: tuple[int, int, int],
+        engine_path: Path,
+        trt_version: str,
+        cc: str,
+        model_sha: str,
+    ) -> bytes:
+        from export import engine as builder  # TensorRT builder; imports no torch
+
+        log.warning(
+            "tensorrt: building a %s engine for %s here (minutes on a Jetson; not ready until then)",
+            precision,
+            onnx_path.name,
+        )
+        t0 = time.perf_counter()
+        data = self._worker.call(  # type: ignore[union-attr]
+            lambda: builder.build_engine_bytes(
+                onnx_path,
+                precision=precision,
+                batch_profile=profile,
+                timing_cache=self.engine_cache / "timing.cache",
+                workspace_mb=self.workspace_mb,
+            )
+        )
+        from export import engine_cache as ec
+
+        ec.write_engine(
+            engine_path,
+            data,
+            model_sha256=model_sha,
+            trt_version=trt_version,
+            compute_capability=cc,
+            precision=precision,
+            batch_profile=profile,
+        )
+        self.built = True
+        log.warning("tensorrt: engine built in %.0fs and cached as %s", time.perf_counter() - t0, engine_path)
+        return data
+
+    def _deserialize(self, data: bytes, card: ModelCard) -> None:
+        import tensorrt as trt
+
+        logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(logger)
+        engine = runtime.deserialize_cuda_engine(data)
+        if engine is None:
+            raise BackendError(
+                "TensorRT could not deserialize the engine (corrupt or built by another version)"
+            )
+        context = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or not outputs:
+            raise BackendError(f"engine has inputs {inputs} and outputs {outputs}; expected one input")
+        in_name = inputs[0]
+        out_name = card.output.name if card.output.name in outputs else outputs[0]
+        _mn, _opt, mx = engine.get_tensor_profile_shape(in_name, 0)
+        max_shape = tuple(int(d) for d in mx)
+        context.set_input_shape(in_name, max_shape)
+        out_shape = tuple(int(d) for d in context.get_tensor_shape(out_name))
+        in_dtype = trt.nptype(engine.get_tensor_dtype(in_name))
+        out_dtype = trt.nptype(engine.get_tensor_dtype(out_name))
+        cuda = self._cuda
+        host_in = cuda.host_array(max_shape, in_dtype)
+        host_out = cuda.host_array(out_shape, out_dtype)
+        dev_in = cuda.device_buffer(host_in.nbytes)
+        dev_out = cuda.device_buffer(host_out.nbytes)
+        context.set_tensor_address(in_name, dev_in)
+        context.set_tensor_address(out_name, dev_out)
+        self._engine, self._context = engine, context
+        self._io = {
+            "in": in_name,
+            "out": out_name,
+            "host_in": host_in,
+            "host_out": host_out,
+            "dev_in": dev_in,
+            "dev_out": dev_out,
+            "runtime": runtime,
+        }
+        self.max_batch = max_shape[0]
+
+    # -- inference ------------------------------------------------------------------------------
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        io, cuda, ctx = self._io, self._cuda, self._context
+        n = x.shape[0]
+        host_in: np.ndarray = io["host_in"]
+        if x.shape[1:] != host_in.shape[1:]:
+            raise BackendError(f"input shape {x.shape} does not fit the engine's {host_in.shape}")
+        if not ctx.set_input_shape(io["in"], tuple(x.shape)):
+            raise BackendError(f"TensorRT refused input shape {tuple(x.shape)}")
+        host_in[:n] = x
+        cuda.h2d(io["dev_in"], host_in[:n])
+        if not ctx.execute_async_v3(cuda.stream_handle):
+            raise BackendError("TensorRT execute_async_v3 failed")
+        out: np.ndarray = io["host_out"]
+        cuda.d2h(out[:n], io["dev_out"])
+        cuda.sync()
+        return np.array(out[:n], dtype=np.float32, copy=True)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        if self._worker is None or self._context is None:
+            raise BackendError("infer() before load()")
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if len(x) > self.max_batch:
+            raise BackendError(f"batch of {len(x)} exceeds the engine's max batch {self.max_batch}")
+        return self._worker.call(lambda: self._run(x))
+
+    def close(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+
+        def release() -> None:
+            self._context = None
+            self._engine = None
+            self._io = {}
+            if self._cuda is not None:
+                self._cuda.close()
+                self._cuda = None
+
+        try:
+            worker.call(release, timeout=30)
+        except Exception as e:
+            log.warning("tensorrt: releasing CUDA resources failed: %s", e)
+        worker.close()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,368 @@
+"""The agent under faults, against a real mosquitto (DESIGN section 9): bad images and payloads,
+a camera that disappears, a 20 s broker outage, starting with the broker down, SIGKILL and
+restart on the same state dir, SIGTERM, and no torch in the process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.outbox import Outbox
+from agent.records import read_verdicts
+from contract.messages import CommandResult, Stats, Status
+from tests.agent.conftest import SYNTH_COUNT, agent_config
+from tests.agent.mqtt_helpers import Collector, PersistentMosquitto, retained, wait_until
+from tests.hw import REPO, requires_mosquitto
+
+pytestmark = requires_mosquitto
+
+ROOT = "binwatch/v1/s1/d1"
+
+
+def _publish(url: str, topic: str, payload: bytes, retain: bool = False) -> None:
+    import paho.mqtt.publish as publish
+
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    publish.single(topic, payload, qos=1, retain=retain, hostname=host, port=int(port))
+
+
+def _mismatch_ids(state: Path) -> set[str]:
+    return {v["alert_id"] for v in read_verdicts(state / "verdicts.jsonl") if v["verdict"] == "mismatch"}
+
+
+def test_bad_images_payloads_and_a_vanishing_camera_are_counted_and_survived(
+    mosquitto,
+    tiny_bundle: Path,
+    replay_copy: Path,
+    tmp_path: Path,
+    make_runtime,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    (replay_copy / "bin-images" / "00003.jpg").write_bytes(b"")
+    (replay_copy / "bin-images" / "00007.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage, not a JPEG")
+    vanishing = tmp_path / "vanishing"
+    shutil.copytree(replay_copy, vanishing)
+    cameras = [
+        {"name": "usb", "source": "/dev/video99", "backoff_min_s": 0.1, "backoff_max_s": 0.3},
+        {
+            "name": "gone",
+            "source": str(vanishing),
+            "kind": "replay",
+            "replay_rate": 20,
+            "loop": True,
+            "backoff_min_s": 0.1,
+            "backoff_max_s": 0.3,
+        },
+    ]
+    cfg = agent_config(
+        bundle=tiny_bundle,
+        state_dir=tmp_path / "state",
+        broker=mosquitto.url,
+        replay=replay_copy,
+        manifest=replay_copy / "manifest-mismatch",
+        cameras=cameras,
+    )
+    cfg.cameras[0].replay_rate = 40
+    col = Collector(mosquitto.url, "binwatch/#")
+    rt = make_runtime(cfg)
+    assert wait_until(lambda: rt.link.connected and rt.capture.states["gone"].frames >= 5)
+
+    # the camera's folder disappears: lost, reopened with backoff, back when it returns
+    moved = tmp_path / "moved"
+    vanishing.rename(moved)
+    assert wait_until(lambda: rt.capture.states["gone"].state == "reconnecting")
+    assert wait_until(
+        lambda: any(
+            (s := Status.parse(p)).cameras.get("gone") and s.cameras["gone"].state == "reconnecting"
+            for _t, p, _r in col.on("/status")
+        )
+    )
+    moved.rename(vanishing)
+    assert wait_until(lambda: rt.capture.states["gone"].state == "live")
+    assert rt.capture.states["gone"].reconnects >= 1
+
+    bad = {
+        f"{ROOT}/bin": [
+            b"not json",
+            json.dumps({"bin_id": 5, "camera": "replay", "event_id": "e"}).encode(),
+            json.dumps({"bin_id": "B", "camera": "nope", "event_id": "e"}).encode(),
+            b'{"bin_id": "B", "camera": "replay", "event_id": "' + b"x" * 70_000 + b'"}',
+        ],
+        "binwatch/v1/s1/manifest/B9": [
+            b"{",
+            json.dumps({"EXPECTED_QUANTITY": "three"}).encode(),
+            b'{"EXPECTED_QUANTITY": 1, "pad": "' + b"x" * 300_000 + b'"}',
+        ],
+        f"{ROOT}/cmd/reload": [
+            b"\x00\x01",
+            json.dumps({"request_id": 5}).encode(),
+            b"{" + b" " * 70_000 + b"}",
+        ],
+        f"{ROOT}/cmd/selfdestruct": [json.dumps({"request_id": "r9"}).encode()],
+    }
+    for topic, payloads in bad.items():
+        for p in payloads:
+            _publish(mosquitto.url, topic, p)
+    expected = {
+        "bin:invalid": 2,
+        "bin:unknown-camera": 1,
+        "bin:oversized": 1,
+        "manifest:invalid": 2,
+        "manifest:oversized": 1,
+        "cmd:invalid": 2,
+        "cmd:oversized": 1,
+        "cmd:unknown-command": 1,
+    }
+    assert wait_until(lambda: rt.metrics.invalid_counts == expected), rt.metrics.invalid_counts
+    assert rt.manifests.lookup("B9") == (None, "none")
+
+    # the agent keeps running: the replay finishes and a valid command is answered
+    _publish(mosquitto.url, f"{ROOT}/cmd/resync", json.dumps({"request_id": "ok1"}).encode())
+    assert wait_until(lambda: col.on("/cmd/resync/result"))
+    assert CommandResult.parse(col.on("/cmd/resync/result")[0][1]).ok
+    unknown = CommandResult.parse(col.on("/cmd/selfdestruct/result")[0][1])
+    assert not unknown.ok and "unknown command" in unknown.detail
+    assert wait_until(lambda: rt.capture.states["replay"].state == "finished")
+    assert wait_until(
+        lambda: (
+            len([v for v in read_verdicts(tmp_path / "state" / "verdicts.jsonl") if v["camera"] == "replay"])
+            == SYNTH_COUNT - 2
+        )
+    )
+    assert rt.health()[0]
+
+    def latest_stats() -> Stats | None:
+        s = [Stats.parse(p) for _t, p, _r in col.on("/stats")]
+        return s[-1] if s else None
+
+    assert wait_until(
+        lambda: (
+            (s := latest_stats()) is not None
+            and s.invalid_messages == expected
+            and s.cameras["replay"].decode_errors == 2
+        )
+    )
+    st = latest_stats()
+    assert st.decode_errors == 2 and st.cameras["replay"].frames_total == SYNTH_COUNT - 2
+    usb = rt.capture.states["usb"]
+    assert usb.state == "reconnecting" and usb.open_failures >= 3 and "cannot open" in usb.last_error
+    # each cause was logged
+    for cause in ("(invalid)", "(oversized)", "(unknown-camera)", "(unknown-command)", "corrupt", "empty"):
+        assert cause in caplog.text, cause
+    assert "00007.jpg: not a decodable image" in caplog.text
+    col.close()
+
+
+@pytest.mark.slow
+def test_broker_down_20s_mid_run_every_alert_arrives(
+    tiny_bundle: Path, synth_bins: Path, tmp_path: Path, make_runtime
+) -> None:
+    broker = PersistentMosquitto(tmp_path / "broker")
+    broker.start()
+    try:
+        col = Collector(broker.url, f"{ROOT}/alert/mismatch", persistent=True)
+        state = tmp_path / "state"
+        cfg = agent_config(
+            bundle=tiny_bundle,
+            state_dir=state,
+            broker=broker.url,
+            replay=synth_bins,
+            manifest=synth_bins / "manifest-mismatch",
+        )
+        cfg.cameras[0].replay_rate = 9  # ~22 s of frames: the outage falls in the middle
+        rt = make_runtime(cfg, exit_when_done=True)
+        assert wait_until(lambda: len(col.alerts()) >= 3)
+        broker.stop()
+        down_at = time.time()
+        time.sleep(20)
+        up_at = time.time()
+        during = {
+            v["alert_id"]
+            for v in read_verdicts(state / "verdicts.jsonl")
+            if v["verdict"] == "mismatch" and down_at + 1 < v["ts"] < up_at
+        }
+        assert during, "alerts were decided during the outage"
+        assert rt.outbox.depth() >= len(during)
+        broker.start()
+        rt.run()
+        decided = _mismatch_ids(state)
+        assert wait_until(lambda: col.alert_ids() >= decided, timeout=30)
+        alerts = col.alerts()
+        assert {a.alert_id for a in alerts} == decided
+        historical = {a.alert_id for a in alerts if a.is_historical}
+        assert during <= historical
+        seqs = sorted({a.seq for a in alerts})
+        assert seqs == list(range(1, len(decided) + 1))
+        col.close()
+    finally:
+        broker.stop()
+
+
+def test_agent_starts_with_the_broker_down_then_delivers(
+    tiny_bundle: Path, synth_bins: Path, tmp_path: Path, make_runtime
+) -> None:
+    broker = PersistentMosquitto(tmp_path / "broker")
+    broker.start()
+    try:
+        col = Collector(broker.url, f"{ROOT}/alert/mismatch", persistent=True)
+        broker.stop()
+        state = tmp_path / "state"
+        cfg = agent_config(
+            bundle=tiny_bundle,
+            state_dir=state,
+            broker=broker.url,
+            replay=synth_bins,
+            manifest=synth_bins / "manifest-mismatch",
+        )
+        rt = make_runtime(cfg, max_frames=80)
+        assert wait_until(lambda: len(read_verdicts(state / "verdicts.jsonl")) == 80)
+        decided = _mismatch_ids(state)
+        assert decided and not rt.link.connected
+        assert rt.outbox.depth() == len(decided)  # counted and buffered
+        broker.start()
+        assert wait_until(lambda: col.alert_ids() >= decided, timeout=30)
+        assert all(a.is_historical for a in col.alerts())
+        assert wait_until(lambda: rt.outbox.depth() == 0)
+        col.close()
+    finally:
+        broker.stop()
+
+
+def _agent_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "agent", "run", *args]
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def test_sigkill_mid_run_then_restart_loses_nothing_and_seq_continues(
+    mosquitto, tiny_bundle: Path, synth_bins: Path, tmp_path: Path
+) -> None:
+    col = Collector(mosquitto.url, f"{ROOT}/alert/mismatch")
+    state = tmp_path / "state"
+    args = _agent_cmd(
+        "--model",
+        str(tiny_bundle),
+        "--replay",
+        str(synth_bins),
+        "--manifest",
+        str(synth_bins / "manifest-mismatch"),
+        "--broker",
+        mosquitto.url,
+        "--site",
+        "s1",
+        "--device",
+        "d1",
+        "--state-dir",
+        str(state),
+        "--http-port",
+        "0",
+        "--threads",
+        "1",
+        "--replay-rate",
+        "40",
+        "--exit-when-done",
+    )
+    log = tmp_path / "agent.log"
+    p = _spawn(args, log)
+    try:
+        assert wait_until(lambda: len(read_verdicts(state / "verdicts.jsonl")) >= 60, timeout=60), (
+            log.read_text()
+        )
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+    finally:
+        p.kill()
+    first = read_verdicts(state / "verdicts.jsonl")
+    first_max_seq = max(v["seq"] for v in first if v["verdict"] == "mismatch")
+    assert len(first) < SYNTH_COUNT
+    will = retained(mosquitto.url, f"{ROOT}/status")
+    assert will is not None and json.loads(will)["state"] == "offline"  # the last will
+
+    p2 = _spawn(args, log)
+    assert p2.wait(120) == 0, log.read_text()[-3000:]
+    verdicts = read_verdicts(state / "verdicts.jsonl")
+    second = verdicts[len(first) :]
+    assert second and second[0]["bin_id"] > first[-1]["bin_id"] or second[0]["bin_id"] == first[-1]["bin_id"]
+    assert {v["bin_id"] for v in verdicts} == {
+        f"{i:05d}" for i in range(1, SYNTH_COUNT + 1)
+    }  # resumed, none skipped
+    decided = {v["alert_id"] for v in verdicts if v["verdict"] == "mismatch"}
+    assert wait_until(lambda: col.alert_ids() >= decided, timeout=30)
+    alerts = col.alerts()
+    assert {a.alert_id for a in alerts} == decided
+    new_seqs = [v["seq"] for v in second if v["verdict"] == "mismatch"]
+    assert new_seqs and min(new_seqs) == first_max_seq + 1  # seq continues after the crash
+    seqs = sorted({a.seq for a in alerts})
+    assert seqs == list(range(1, max(seqs) + 1))  # no gap
+    assert json.loads(retained(mosquitto.url, f"{ROOT}/status"))["state"] == "stopped"
+    col.close()
+
+
+def test_sigterm_stops_cleanly_and_keeps_the_outbox(
+    tiny_bundle: Path, synth_bins: Path, tmp_path: Path
+) -> None:
+    from tests.broker import free_port
+
+    state = tmp_path / "state"
+    args = _agent_cmd(
+        "--model",
+        str(tiny_bundle),
+        "--replay",
+        str(synth_bins),
+        "--manifest",
+        str(synth_bins / "manifest-mismatch"),
+        "--broker",
+        f"mqtt://127.0.0.1:{free_port()}",
+        "--state-dir",
+        str(state),
+        "--http-port",
+        "0",
+        "--threads",
+        "1",
+    )
+    log = tmp_path / "agent.log"
+    p = _spawn(args, log)
+    try:
+        assert wait_until(lambda: len(_mismatch_ids(state)) >= 5, timeout=60), log.read_text()
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        p.kill()
+    text = log.read_text()
+    assert "received SIGTERM: stopping" in text and "agent stopped" in text
+    with Outbox(state) as ob:  # nothing reached the (absent) broker; nothing was thrown away
+        assert ob.depth() == len(_mismatch_ids(state))
+
+
+def test_the_agent_never_loads_torch(mosquitto, tiny_bundle: Path, synth_bins: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from agent.cli import app\n"
+        "try:\n"
+        f"    app(['run', '--model', {str(tiny_bundle)!r}, '--replay', {str(synth_bins)!r},"
+        f" '--broker', {mosquitto.url!r}, '--state-dir', {str(tmp_path / 'st')!r}, '--max-frames', '5',"
+        " '--http-port', '0'], standalone_mode=False)\n"
+        "finally:\n"
+        "    bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'training', 'export'))\n"
+        "    print('FORBIDDEN', bad)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "FORBIDDEN []" in out.stdout, out.stdout
+    assert len(read_verdicts(tmp_path / "st" / "verdicts.jsonl")) == 5

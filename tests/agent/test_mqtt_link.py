@@ -1,0 +1,232 @@
+"""The MQTT link against a real mosquitto: QoS 1 delivery in order, status and retained state,
+stats, incoming messages, configuration checks."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from agent.mqtt_config import MqttConfig, parse_broker_url
+from agent.mqtt_link import MqttLink
+from agent.outbox import Outbox
+from agent.state import AgentState
+from contract.messages import ModelReported, Stats, Status
+from contract.topics import Topics
+from tests.agent.mqtt_helpers import Collector, make_alert, retained, wait_until
+from tests.broker import Mosquitto
+
+TOPICS = Topics(site="s1", device="d1")
+
+
+class Agent:
+    """A link with its own state dir, for tests."""
+
+    def __init__(self, broker: Mosquitto, state_dir: Path, **kw: object) -> None:
+        self.cfg = MqttConfig(
+            broker=broker.url, reconnect_min_delay=0.1, reconnect_max_delay=0.5, keepalive=5
+        )
+        self.state = AgentState(state_dir)
+        self.outbox = Outbox(self.state.db_path)
+        self.link = MqttLink(self.cfg, TOPICS, self.outbox, self.state, **kw)  # type: ignore[arg-type]
+
+    def close(self, clean: bool = True) -> None:
+        self.link.stop(clean=clean)
+        self.outbox.close()
+        self.state.close()
+
+
+@pytest.fixture()
+def agent(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Agent]:
+    a = Agent(mosquitto, tmp_path / "state")
+    yield a
+    a.close()
+
+
+def test_alerts_arrive_qos1_in_order_and_outbox_drains(mosquitto: Mosquitto, agent: Agent) -> None:
+    sub = Collector(mosquitto.url)
+    agent.link.start()
+    assert wait_until(lambda: agent.link.connected)
+    sent = [agent.link.enqueue_alert(make_alert()) for _ in range(60)]
+    assert [a.seq for a in sent] == list(range(1, 61))
+    assert {a.session for a in sent} == {agent.link.session}
+    assert wait_until(lambda: len(sub.alerts()) >= 60)
+    got = sub.alerts()
+    assert [a.alert_id for a in got] == [a.alert_id for a in sent]  # in order, nothing twice
+    assert [a.seq for a in got] == list(range(1, 61))
+    assert not any(a.is_historical for a in got)  # enqueued while connected: live, not replayed
+    assert all(a.published_ts is not None and a.published_ts >= a.frame_ts for a in got)
+    assert wait_until(lambda: agent.outbox.depth() == 0)
+    assert agent.link.counters.alerts_published == 60
+    status = sub.statuses()[-1]
+    assert status["state"] == "online" and status["session"] == agent.link.session
+    sub.close()
+
+
+def test_status_online_then_stopped_retained_with_session(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    def provider(state: str) -> Status:
+        return Status(state=state, session=0, ts=datetime.now(timezone.utc), agent_version="9.9")  # type: ignore[arg-type]
+
+    a = Agent(mosquitto, tmp_path / "state", status_provider=provider)
+    a.link.start()
+    assert wait_until(lambda: a.link.connected)
+    online = json.loads(retained(mosquitto.url, TOPICS.status) or b"{}")
+    assert online["state"] == "online" and online["session"] == a.link.session == 1
+    assert online["agent_version"] == "9.9"
+    a.close(clean=True)
+    stopped = Status.parse(retained(mosquitto.url, TOPICS.status) or b"{}")
+    assert stopped.state == "stopped" and stopped.session == 1
+    # the next start is a new session
+    b = Agent(mosquitto, tmp_path / "state")
+    b.link.start()
+    assert wait_until(lambda: b.link.connected)
+    assert b.link.session == 2
+    b.close()
+
+
+def test_unclean_stop_leaves_the_will_offline(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    a = Agent(mosquitto, tmp_path / "state")
+    a.link.start()
+    assert wait_until(lambda: a.link.connected)
+    a.link.enqueue_alert(make_alert())
+    assert wait_until(lambda: a.outbox.depth() == 0)
+    a.close(clean=False)  # no DISCONNECT: the broker publishes the will
+    will = Status.parse(retained(mosquitto.url, TOPICS.status) or b"{}")
+    assert will.state == "offline" and will.session == 1
+
+
+def test_retained_state_republished_after_broker_restart(mosquitto: Mosquitto, agent: Agent) -> None:
+    agent.link.start()
+    assert wait_until(lambda: agent.link.connected)
+    reported = ModelReported(version=7, state="active", ts=datetime.now(timezone.utc))
+    agent.link.report_model(reported)
+    assert wait_until(lambda: retained(mosquitto.url, TOPICS.model_reported, 1.0))
+    first_session = agent.link.session
+    mosquitto.stop()  # persistence false: the restarted broker has forgotten every retained message
+    assert wait_until(lambda: not agent.link.connected)
+    mosquitto.start()
+    assert wait_until(lambda: agent.link.connected)
+    assert agent.link.session > first_session
+    got = ModelReported.parse(retained(mosquitto.url, TOPICS.model_reported) or b"{}")
+    assert got.version == 7 and got.state == "active"
+    status = Status.parse(retained(mosquitto.url, TOPICS.status) or b"{}")
+    assert status.state == "online" and status.session == agent.link.session
+
+
+def test_stats_qos0_sent_when_connected_dropped_when_down(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    def stats() -> Stats:
+        return Stats(ts=datetime.now(timezone.utc), uptime_s=1.0, fps=2.0)
+
+    a = Agent(mosquitto, tmp_path / "state", stats_provider=stats)
+    a.cfg.stats_interval_s = 0.2
+    sub = Collector(mosquitto.url)
+    one = Stats(ts=datetime.now(timezone.utc), uptime_s=0.0, fps=0.0)
+    assert a.link.publish_stats(one) is False  # not started: dropped, counted
+    assert a.link.counters.stats_dropped == 1
+    a.link.enqueue_alert(make_alert())  # outbox depth shows in stats until it is delivered
+    a.link.start()
+    assert wait_until(lambda: len(sub.on("/stats")) >= 2)
+    parsed = [Stats.parse(p) for _t, p, _r in sub.on("/stats")]
+    assert all(s.fps == 2.0 for s in parsed)
+    assert wait_until(lambda: sub.alerts())
+    assert wait_until(lambda: Stats.parse(sub.on("/stats")[-1][1]).alerts_published == 1)
+    assert a.link.publish_stats(one) is True
+    a.close()
+    sub.close()
+
+
+def test_incoming_messages_reach_the_handler_even_after_it_fails(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    got: list[tuple[str, bytes]] = []
+    done = threading.Event()
+
+    def handler(topic: str, payload: bytes) -> None:
+        if payload == b"boom":
+            raise RuntimeError("handler bug")
+        got.append((topic, payload))
+        done.set()
+
+    a = Agent(mosquitto, tmp_path / "state", on_message=handler, subscriptions=[(TOPICS.bin, 1)])
+    a.link.start()
+    assert wait_until(lambda: a.link.connected)
+    pub = Collector(mosquitto.url, "nothing/here")
+    # the subscription follows the online status: publish until the first message gets through
+    assert wait_until(lambda: pub.client.publish(TOPICS.bin, b"ok1", qos=1) is not None and done.wait(0.2))
+    done.clear()
+    pub.client.publish(TOPICS.bin, b"boom", qos=1)
+    pub.client.publish(TOPICS.bin, b"ok2", qos=1)
+    assert wait_until(lambda: (TOPICS.bin, b"ok2") in got)
+    assert (TOPICS.bin, b"boom") not in got
+    assert a.link.counters.messages_received >= 2
+    pub.close()
+    a.close()
+
+
+def test_config_checks() -> None:
+    assert parse_broker_url("mqtts://broker.example").port == 8883
+    assert parse_broker_url("mqtt://10.0.0.2:1884").model_dump() == {
+        "host": "10.0.0.2",
+        "port": 1884,
+        "tls": False,
+    }
+    for bad in ("http://x:1", "mqtt://", "mqtt://u:p@host:1883", "mqtt://h:1883/path"):
+        with pytest.raises(ValidationError):
+            MqttConfig(broker=bad)
+    with pytest.raises(ValidationError, match=r"tls\.cert and tls\.key"):
+        MqttConfig(tls={"cert": "/c.pem"})
+    with pytest.raises(ValidationError, match="not both"):
+        MqttConfig(username="u", password="p", password_file="/p")
+    with pytest.raises(ValidationError, match="extra"):
+        MqttConfig(brokr="mqtt://x")
+    cfg = MqttConfig(username="u", password="s3cret")
+    assert "s3cret" not in repr(cfg) and cfg.resolve_password() == "s3cret"
+
+
+def test_password_file_and_wrong_credentials(tmp_path: Path) -> None:
+    """Username/password from a file against a mosquitto with a password file; a wrong password is
+    refused with a logged cause and the link keeps retrying (alerts stay in the outbox)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.skip("mosquitto_passwd not installed (apt-get install mosquitto)")
+    broker = Mosquitto(tmp_path / "broker")
+    pw = tmp_path / "broker" / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(pw), "agent", "right"], check=True, capture_output=True
+    )
+    broker.conf.write_text(
+        broker.conf.read_text().replace("allow_anonymous true", f"allow_anonymous false\npassword_file {pw}")
+    )
+    broker.start()
+    try:
+        secret = tmp_path / "secret"
+        secret.write_text("wrong\n")
+        cfg = MqttConfig(
+            broker=broker.url,
+            username="agent",
+            password_file=secret,
+            reconnect_min_delay=0.1,
+            reconnect_max_delay=0.2,
+        )
+        state = AgentState(tmp_path / "state")
+        ob = Outbox(state.db_path)
+        link = MqttLink(cfg, TOPICS, ob, state)
+        link.start()
+        link.enqueue_alert(make_alert())
+        assert wait_until(lambda: link.counters.connect_failures >= 2)
+        assert not link.connected and ob.depth() == 1
+        secret.write_text("right\n")  # read at each connect: rotation needs no restart
+        assert wait_until(lambda: ob.depth() == 0)
+        assert link.counters.alerts_published == 1
+        link.stop()
+        ob.close()
+        state.close()
+    finally:
+        broker.stop()

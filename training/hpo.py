@@ -1,0 +1,261 @@
+"""``binwatch hpo``: an Optuna study over training settings, each trial a ``training.train.main``
+call in this process.
+
+Searched: learning rate (log), batch size, weight decay (log), optimizer (SGD / AdamW),
+architecture (from a list) and loss (plain cross-entropy, cross-entropy + ordinal penalty, label
+smoothing, with their strength). Every epoch a trial reports its validation metric; Optuna's
+MedianPruner stops trials that fall below the median of earlier trials at the same epoch.
+
+Storage is any SQLAlchemy URL Optuna accepts: ``sqlite:///OUT/hpo.db`` by default (one machine),
+or a server database (``postgresql+psycopg2://user:pass@host/db``) so that many GPU workers, each
+running ``binwatch hpo`` with the same ``--storage`` and ``--study-name``, share one study.
+Workers send heartbeats; a trial whose worker died is marked failed and retried once.
+
+Outputs in ``--out``: one run folder per trial (``trial-0007/``: weights, card, metrics.csv; the
+optimizer checkpoint is removed when the trial ends), ``trials.csv`` and ``best.yaml`` with the best
+trial's settings and the ``binwatch train`` command that repeats it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LOSSES", "HpoError", "HpoOptions", "default_storage", "run_hpo", "suggest_train_args"]
+
+LOSSES = ("ce", "ordinal", "label_smoothing")
+
+
+class HpoError(ValueError):
+    """A bad option; the message names the cause and the fix."""
+
+
+@dataclass
+class HpoOptions:
+    data: Path
+    trials: int
+    out: Path = Path("hpo")
+    storage: Optional[str] = None
+    study_name: str = "binwatch"
+    epochs: int = 10
+    metric: str = "accuracy"  # or rmse
+    archs: Sequence[str] = ("resnet18",)
+    batch_sizes: Sequence[int] = (32, 64, 128)
+    optimizers: Sequence[str] = ("sgd", "adamw")
+    losses: Sequence[str] = LOSSES
+    lr_range: tuple[float, float] = (1e-4, 0.2)
+    weight_decay_range: tuple[float, float] = (1e-6, 1e-2)
+    seed: Optional[int] = None
+    timeout: Optional[float] = None
+    prune: bool = True
+    prune_startup_trials: int = 3
+    prune_warmup_epochs: int = 1
+    keep: str = "best"  # best | all
+    train_args: Sequence[str] = field(default_factory=list)  # passed through to binwatch train
+
+
+def default_storage(out: Path) -> str:
+    return f"sqlite:///{Path(out).resolve() / 'hpo.db'}"
+
+
+def _redact(url: str) -> str:
+    """The storage URL without its password (for logs and best.yaml)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - any unparsable URL is simply not echoed
+        return url.split("@")[-1] if "@" in url else url
+
+
+def _storage(url: str):
+    import optuna
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    kw: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kw["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    try:
+        return RDBStorage(
+            url, heartbeat_interval=60, grace_period=180,
+            failed_trial_callback=RetryFailedTrialCallback(max_retry=1), **kw,
+        )
+    except (ImportError, ModuleNotFoundError) as e:
+        raise HpoError(
+            f"--storage {_redact(url)}: its database driver is missing ({e}); e.g. pip install psycopg2-binary "
+            "for postgresql+psycopg2://"
+        ) from e
+    except (optuna.exceptions.StorageInternalError, ValueError) as e:
+        raise HpoError(f"--storage {_redact(url)}: {e}") from e
+
+
+def suggest_train_args(trial, opts: HpoOptions) -> list[str]:
+    """The trial's sampled settings as ``binwatch train`` flags."""
+    arch = trial.suggest_categorical("arch", list(opts.archs))
+    optimizer = trial.suggest_categorical("optimizer", list(opts.optimizers))
+    lr = trial.suggest_float("lr", *opts.lr_range, log=True)
+    batch = trial.suggest_categorical("batch_size", list(opts.batch_sizes))
+    wd = trial.suggest_float("weight_decay", *opts.weight_decay_range, log=True)
+    loss = trial.suggest_categorical("loss", list(opts.losses))
+    args = ["--arch", arch, "--optimizer", optimizer, "--lr", f"{lr:.6g}", "--batch-size", str(batch),
+            "--weight-decay", f"{wd:.6g}"]
+    if loss == "ordinal":
+        args += ["--ordinal-lambda", f"{trial.suggest_float('ordinal_lambda', 0.02, 1.0, log=True):.6g}"]
+    elif loss == "label_smoothing":
+        args += ["--label-smoothing", f"{trial.suggest_float('label_smoothing', 0.02, 0.2):.6g}"]
+    return args
+
+
+def _check(opts: HpoOptions) -> None:
+    if opts.trials < 1:
+        raise HpoError("--trials must be >= 1")
+    if opts.epochs < 1:
+        raise HpoError("--epochs must be >= 1")
+    if opts.metric not in ("accuracy", "rmse"):
+        raise HpoError(f"--metric {opts.metric!r}: choose accuracy or rmse")
+    if opts.keep not in ("best", "all"):
+        raise HpoError(f"--keep {opts.keep!r}: choose best or all")
+    bad = [loss for loss in opts.losses if loss not in LOSSES]
+    if bad:
+        raise HpoError(f"unknown loss {bad[0]!r}; choose from {', '.join(LOSSES)}")
+    from training.model import available_archs
+
+    names = set(available_archs())
+    bad = [a for a in opts.archs if a not in names]
+    if bad:
+        raise HpoError(f"unknown architecture {bad[0]!r}: use torchvision classification model names (e.g. resnet18)")
+    if not Path(opts.data).is_dir():
+        raise HpoError(f"--data {opts.data}: no such folder")
+    reserved = {"--data", "--cache", "--out", "--epochs", "--arch", "--lr", "--batch-size", "--weight-decay",
+                "--optimizer", "--select-by", "--resume"}
+    clash = [a for a in opts.train_args if a.split("=", 1)[0] in reserved]
+    if clash:
+        raise HpoError(f"train option {clash[0]} is set by hpo itself; leave it out of the pass-through options")
+
+
+def _data_flag(data: Path) -> list[str]:
+    return ["--cache", str(data)] if (Path(data) / "index.json").is_file() else ["--data", str(data)]
+
+
+def _write_trials_csv(study, path: Path) -> None:
+    names = sorted({k for t in study.trials for k in t.params})
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["number", "state", "value", "epochs_reported", *names])
+        for t in study.trials:
+            w.writerow([t.number, t.state.name, "" if t.value is None else t.value, len(t.intermediate_values),
+                        *[t.params.get(k, "") for k in names]])
+    os.replace(tmp, path)
+
+
+def run_hpo(
+    opts: HpoOptions,
+    on_trial: Optional[Callable[[int, str, Optional[float]], None]] = None,
+    train_main: Optional[Callable[..., dict[str, Any]]] = None,
+) -> dict[str, Any]:
+    """Run ``opts.trials`` trials (in this process) and write ``best.yaml``; returns its content.
+
+    ``on_trial(number, state, value)`` is called after each trial. ``train_main`` defaults to
+    :func:`training.train.main` (``main(args, epoch_callback=...)``).
+    """
+    import optuna
+    import yaml
+
+    from training.train import TrainError, parse_args
+
+    _check(opts)
+    if train_main is None:
+        from training.train import main as train_main
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    url = opts.storage or default_storage(out)
+    direction = "maximize" if opts.metric == "accuracy" else "minimize"
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=opts.prune_startup_trials, n_warmup_steps=opts.prune_warmup_epochs)
+        if opts.prune else optuna.pruners.NopPruner()
+    )
+    try:
+        study = optuna.create_study(
+            study_name=opts.study_name, storage=_storage(url), direction=direction, pruner=pruner,
+            sampler=optuna.samplers.TPESampler(seed=opts.seed), load_if_exists=True,
+        )
+    except ValueError as e:  # e.g. an existing study with the other direction
+        raise HpoError(f"study {opts.study_name!r} in {_redact(url)}: {e}") from e
+
+    def objective(trial: optuna.Trial) -> float:
+        run = out / f"trial-{trial.number:04d}"
+        sampled = suggest_train_args(trial, opts)
+        argv = [*_data_flag(opts.data), "--out", str(run), "--epochs", str(opts.epochs), "--select-by", opts.metric,
+                "--exist-ok", "--no-progress", *sampled, *opts.train_args]
+        trial.set_user_attr("train_args", sampled + list(opts.train_args))
+        trial.set_user_attr("run", str(run))
+
+        def report(epoch: int, row: dict[str, Any]) -> None:
+            value = float(row["val"][opts.metric])
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch}: val {opts.metric} {value:.4f} below the median")
+
+        try:
+            result = train_main(parse_args(argv), epoch_callback=report)
+        finally:
+            (run / "checkpoint.pt").unlink(missing_ok=True)
+        value = float(result["val"][opts.metric])
+        trial.set_user_attr("val", {k: result["val"][k] for k in ("accuracy", "rmse", "mae", "n")})
+        return value
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        _write_trials_csv(study, out / "trials.csv")
+        if on_trial is not None:
+            on_trial(trial.number, trial.state.name, trial.value)
+
+    import torch
+
+    study.optimize(
+        objective, n_trials=opts.trials, timeout=opts.timeout, callbacks=[callback],
+        catch=(TrainError, torch.OutOfMemoryError),
+    )
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise HpoError(
+            f"no trial of study {opts.study_name!r} completed ({len(study.trials)} tried): see the log for "
+            "the errors, or raise --epochs / lower pruning (--no-prune)"
+        )
+    best = study.best_trial
+    train_args = list(best.user_attrs.get("train_args", []))
+    best_info: dict[str, Any] = {
+        "study": opts.study_name,
+        "storage": _redact(url),
+        "metric": f"val {opts.metric}",
+        "direction": direction,
+        "value": best.value,
+        "trial": best.number,
+        "params": dict(best.params),
+        "val": best.user_attrs.get("val"),
+        "run": best.user_attrs.get("run"),
+        "train_args": train_args,
+        "command": " ".join(["binwatch", "train", *_data_flag(opts.data), "--epochs", str(opts.epochs),
+                             "--select-by", opts.metric, *train_args, "--out", "RUN"]),
+        "trials": {s: sum(1 for t in study.trials if t.state.name == s) for s in ("COMPLETE", "PRUNED", "FAIL")},
+    }
+    tmp = out / ".best.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(best_info, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, out / "best.yaml")
+    _write_trials_csv(study, out / "trials.csv")
+    if opts.keep == "best":
+        for t in study.trials:
+            run = t.user_attrs.get("run")
+            done = t.state.is_finished()  # never touch a trial another worker is still running
+            if done and t.number != best.number and run and Path(run).parent.resolve() == out.resolve() and Path(run).is_dir():
+                shutil.rmtree(run, ignore_errors=True)
+    best_info["out"] = str(out)
+    return best_info
