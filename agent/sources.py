@@ -9,6 +9,8 @@ backoff) or :class:`EndOfStream` when a file or replay folder is finished.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -196,8 +198,14 @@ class OpenCVSource(FrameSource):
         self.close()
         api = cv2.CAP_ANY
         params: list[int] = []
+        target = self.target
         if self.kind == "v4l2":
+            # OpenCV's V4L2 backend opens devices by index: /dev/video2 (or a by-id link to it) -> 2
             api = cv2.CAP_V4L2
+            m = re.match(r"^/dev/video(\d+)$", os.path.realpath(str(self.target)))
+            if m is None:
+                raise SourceLost(f"camera {self.name}: {self.target} is not a /dev/videoN device")
+            target = int(m.group(1))
         elif self.kind in ("gstreamer", "csi"):
             if not _has_gstreamer():
                 raise SourceLost(
@@ -215,7 +223,9 @@ class OpenCVSource(FrameSource):
             ]
         if self.kind == "file" and not Path(str(self.target)).is_file():
             raise SourceLost(f"camera {self.name}: video file {self.target} not found")
-        cap = cv2.VideoCapture(self.target, api, params) if params else cv2.VideoCapture(self.target, api)
+        if self.kind == "v4l2" and not Path(str(self.target)).exists():
+            raise SourceLost(f"camera {self.name}: cannot open {self.describe()} (no such device)")
+        cap = cv2.VideoCapture(target, api, params) if params else cv2.VideoCapture(target, api)
         if not cap.isOpened():
             cap.release()
             raise SourceLost(f"camera {self.name}: cannot open {self.describe()}")

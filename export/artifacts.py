@@ -95,7 +95,11 @@ def onnx_opset(model_or_path: Any) -> int:
     """The default-domain opset of an ONNX model (proto or path)."""
     import onnx
 
-    model = onnx.load(str(model_or_path), load_external_data=False) if isinstance(model_or_path, (str, Path)) else model_or_path
+    model = (
+        onnx.load(str(model_or_path), load_external_data=False)
+        if isinstance(model_or_path, (str, Path))
+        else model_or_path
+    )
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx"):
             return int(imp.version)
@@ -110,7 +114,7 @@ def upsert_artifact(card: ModelCard, artifact: Artifact) -> ModelCard:
 
 
 def record_artifact(folder: Path | str, file: Path | str, **fields: Any) -> ModelCard:
-    """Hash ``file`` (inside ``folder``), write its artifact row into ``folder/card.json``, return the card."""
+    """Hash ``file`` (inside ``folder``), write its artifact row into ``folder/card.json``, return card."""
     folder = Path(folder)
     file = Path(file)
     rel = file.resolve().relative_to(folder.resolve()).as_posix()
@@ -118,5 +122,7 @@ def record_artifact(folder: Path | str, file: Path | str, **fields: Any) -> Mode
     artifact = Artifact(file=rel, sha256=sha256_file(file), **fields)
     card = upsert_artifact(card, artifact)
     save_card(card, folder / "card.json")
-    log.info("recorded artifact %s (%s %s) in %s", rel, artifact.precision, artifact.target, folder / "card.json")
+    log.info(
+        "recorded artifact %s (%s %s) in %s", rel, artifact.precision, artifact.target, folder / "card.json"
+    )
     return card

@@ -34,7 +34,16 @@ from contract.bundle import MANIFEST_NAME, build_manifest, load_manifest, verify
 from contract.card import ModelCard, load_card, save_card
 from export.artifacts import FP32_ONNX, INT8_CPU_ONNX, INT8_TRT_ONNX, read_card, sha256_file
 from export.errors import ExportError
-from export.golden import DEFAULT_TOLERANCE, GOLDEN_DIR, GOLDEN_FILE, GoldenItem, GoldenSet, compare_golden, load_golden, softmax
+from export.golden import (
+    DEFAULT_TOLERANCE,
+    GOLDEN_DIR,
+    GOLDEN_FILE,
+    GoldenItem,
+    GoldenSet,
+    compare_golden,
+    load_golden,
+    softmax,
+)
 from export.progress import ProgressHook, no_progress
 
 log = logging.getLogger(__name__)
@@ -55,7 +64,12 @@ def is_tar(path: Path | str) -> bool:
 
 
 def _ensure_models(
-    run: Path, calib: Optional[Path], n_calib: int, eval_dir: Optional[Path], force: bool, progress: ProgressHook
+    run: Path,
+    calib: Optional[Path],
+    n_calib: int,
+    eval_dir: Optional[Path],
+    force: bool,
+    progress: ProgressHook,
 ) -> ModelCard:
     """Make sure the run holds all three ONNX files (exporting/quantizing when asked) and that the
     card's artifact rows match them."""
@@ -77,7 +91,9 @@ def _ensure_models(
     for name in BUNDLE_MODELS:
         rows = [a for a in card.artifacts if a.file == name]
         if not rows:
-            raise ExportError(f"{run}/card.json has no artifact row for {name}. Fix: re-run `binwatch export quantize`")
+            raise ExportError(
+                f"{run}/card.json has no artifact row for {name}. Fix: re-run `binwatch export quantize`"
+            )
         digest = sha256_file(run / name)
         if rows[0].sha256 != digest:
             raise ExportError(
@@ -128,7 +144,8 @@ def _make_golden(
     margin = top[:, -1] - top[:, -2]
     int8_ok = np.all(
         [
-            (np.argmax(probs[m], 1) == np.argmax(ref, 1)) & (np.abs(probs[m] - ref).max(1) <= DEFAULT_TOLERANCE["int8"])
+            (np.argmax(probs[m], 1) == np.argmax(ref, 1))
+            & (np.abs(probs[m] - ref).max(1) <= DEFAULT_TOLERANCE["int8"])
             for m in (INT8_TRT_ONNX, INT8_CPU_ONNX)
         ],
         axis=0,
@@ -144,7 +161,9 @@ def _make_golden(
     chosen += [i for i in order if i not in chosen]
     chosen = chosen[:n]
     if not all(int8_ok[i] for i in chosen):
-        log.warning("some golden images are not reproduced by an INT8 model within %s", DEFAULT_TOLERANCE["int8"])
+        log.warning(
+            "some golden images are not reproduced by an INT8 model within %s", DEFAULT_TOLERANCE["int8"]
+        )
     (stage / GOLDEN_DIR).mkdir()
     golden_items = []
     used: set[str] = set()
@@ -218,14 +237,17 @@ def make_bundle(
     run = Path(run_dir)
     out = Path(out)
     read_card(run)
-    if out.exists() and not overwrite:
-        if out.is_file() or any(out.iterdir()):
-            raise ExportError(f"{out} already exists. Fix: choose another --out or pass --overwrite")
+    if out.exists() and not overwrite and (out.is_file() or any(out.iterdir())):
+        raise ExportError(f"{out} already exists. Fix: choose another --out or pass --overwrite")
     if n_golden < 1:
         raise ExportError("--n-golden must be >= 1")
-    card = _ensure_models(run, Path(calib) if calib else None, n_calib, Path(eval_dir) if eval_dir else None, force, progress)
+    card = _ensure_models(
+        run, Path(calib) if calib else None, n_calib, Path(eval_dir) if eval_dir else None, force, progress
+    )
     trained_on = Path(card.trained_from.data) if card.trained_from and card.trained_from.data else None
-    candidates = _golden_candidates([Path(golden) if golden else None, Path(calib) if calib else None, trained_on])
+    candidates = _golden_candidates(
+        [Path(golden) if golden else None, Path(calib) if calib else None, trained_on]
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out.parent))
     try:
@@ -306,7 +328,9 @@ def _run_golden(root: Path, card: ModelCard, golden: GoldenSet) -> list[str]:
     from export.parity import ort_session
 
     try:
-        x = np.stack([preprocess(decode_jpeg((root / it.file).read_bytes()), card.input) for it in golden.items])
+        x = np.stack(
+            [preprocess(decode_jpeg((root / it.file).read_bytes()), card.input) for it in golden.items]
+        )
     except (DecodeError, OSError, ValueError) as e:
         return [f"{GOLDEN_DIR}: cannot read golden images ({e})"]
     problems = []
@@ -317,7 +341,10 @@ def _run_golden(root: Path, card: ModelCard, golden: GoldenSet) -> list[str]:
             problems.append(f"{name}: {e}")
             continue
         logits = sess.run(None, {sess.get_inputs()[0].name: x})[0]
-        probs = {it.file: softmax(row.tolist(), card.output.temperature) for it, row in zip(golden.items, logits)}
+        probs = {
+            it.file: softmax(row.tolist(), card.output.temperature)
+            for it, row in zip(golden.items, logits, strict=True)
+        }
         problems += [f"{name}: {p}" for p in compare_golden(golden, probs, _MODEL_PRECISION[name])]
     return problems
 

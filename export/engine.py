@@ -20,14 +20,13 @@ get it.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 from contract.card import BatchProfile
-from export.artifacts import INT8_TRT_ONNX, FP32_ONNX, atomic_path, check_onnx_file, sha256_file
+from export.artifacts import FP32_ONNX, INT8_TRT_ONNX, atomic_path, check_onnx_file, sha256_file
 from export.engine_cache import (
     EngineSidecar,
     detect_compute_capability,
@@ -93,7 +92,9 @@ def model_for_precision(path: Path, precision: str) -> Path:
         name = INT8_TRT_ONNX if precision == "int8" else FP32_ONNX
         model = path / name
         if not model.is_file():
-            raise ExportError(f"{path} has no {name}. Fix: pass a bundle from `binwatch export bundle` or an ONNX file")
+            raise ExportError(
+                f"{path} has no {name}. Fix: pass a bundle from `binwatch export bundle` or an ONNX file"
+            )
         return model
     return path
 
@@ -116,8 +117,8 @@ def _check_qdq(model: Any, precision: str, path: Path) -> None:
     for n in q_nodes:
         if len(n.input) > 2 and n.input[2] in inits and inits[n.input[2]].data_type == TensorProto.UINT8:
             raise ExportError(
-                f"{path} has unsigned (U8) activations: that is the CPU model. TensorRT needs signed symmetric "
-                f"INT8, i.e. {INT8_TRT_ONNX}"
+                f"{path} has unsigned (U8) activations: that is the CPU model. "
+                f"TensorRT needs signed symmetric INT8, i.e. {INT8_TRT_ONNX}"
             )
 
 
@@ -126,13 +127,14 @@ def _profile(min_batch: int, opt_batch: Optional[int], max_batch: int) -> BatchP
     try:
         return BatchProfile(min=min_batch, opt=opt, max=max_batch)
     except ValueError as e:
-        raise ExportError(f"bad batch profile min={min_batch} opt={opt} max={max_batch}: need 1 <= min <= opt <= max") from e
+        raise ExportError(
+            f"bad batch profile min={min_batch} opt={opt} max={max_batch}: need 1 <= min <= opt <= max"
+        ) from e
 
 
 def _write_bytes(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(memoryview(data))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(memoryview(data))
 
 
 def _progress_monitor(trt: Any, report: Callable[[str], None]) -> Any:
@@ -182,11 +184,12 @@ def build_engine(
     if precision not in ("int8", "fp16", "fp32"):
         raise ExportError(f"unknown precision {precision!r}: use int8, fp16 or fp32")
     profile = _profile(min_batch, opt_batch, max_batch)
-    trt = import_tensorrt()
     onnx_path = model_for_precision(Path(onnx_or_bundle), precision)
-    proto = check_onnx_file(onnx_path)
+    proto = check_onnx_file(onnx_path)  # input problems first: they do not need TensorRT to be found
     _check_qdq(proto, precision, onnx_path)
+    del proto
     onnx_sha = sha256_file(onnx_path)
+    trt = import_tensorrt()
 
     version = str(trt.__version__)
     typed = uses_strongly_typed(version) if strongly_typed is None else strongly_typed
@@ -195,7 +198,10 @@ def build_engine(
         typed = False
     cc = detect_compute_capability(device) or _cc_from_torch(device)
     if cc is None:
-        raise ExportError("no CUDA GPU found (compute capability unknown): TensorRT engines are built on the GPU that runs them")
+        raise ExportError(
+            "no CUDA GPU found (compute capability unknown): "
+            "TensorRT engines are built on the GPU that runs them"
+        )
     key = engine_cache_key(onnx_sha, version, cc, precision, profile)
     out = Path(out_path) if out_path is not None else Path("engines") / f"{key}.engine"
     cache_file = Path(timing_cache) if timing_cache is not None else out.parent / "timing.cache"
@@ -221,7 +227,9 @@ def build_engine(
     if dla_core is not None:
         n_dla = int(getattr(builder, "num_DLA_cores", 0))
         if n_dla == 0:
-            raise ExportError("--dla-core given but this device has no DLA (Jetson AGX/NX Orin and Xavier have DLAs)")
+            raise ExportError(
+                "--dla-core given but this device has no DLA (Jetson AGX/NX Orin and Xavier have DLAs)"
+            )
         if not 0 <= dla_core < n_dla:
             raise ExportError(f"--dla-core {dla_core}: this device has DLA cores 0..{n_dla - 1}")
         if precision == "fp32":
@@ -235,7 +243,10 @@ def build_engine(
         tensor = network.get_input(i)
         dims = tuple(tensor.shape)
         if dims and dims[0] != -1 and (profile.min != dims[0] or profile.max != dims[0]):
-            raise ExportError(f"{onnx_path}: input {tensor.name} has a fixed batch of {dims[0]}; re-export with a dynamic batch")
+            raise ExportError(
+                f"{onnx_path}: input {tensor.name} has a fixed batch of {dims[0]}; "
+                "re-export with a dynamic batch (binwatch export onnx)"
+            )
         rest = tuple(dims[1:])
         opt_profile.set_shape(tensor.name, (profile.min, *rest), (profile.opt, *rest), (profile.max, *rest))
     config.add_optimization_profile(opt_profile)
@@ -250,8 +261,11 @@ def build_engine(
     if monitor is not None:
         config.progress_monitor = monitor
 
-    report(f"building {precision} engine from {onnx_path.name} (TensorRT {version}, sm {cc}, "
-           f"{'strongly typed' if typed else 'builder flags'}, batch {profile.min}-{profile.max})")  # fmt: skip
+    mode = "strongly typed" if typed else "builder flags"
+    report(
+        f"building {precision} engine from {onnx_path.name} "
+        f"(TensorRT {version}, sm {cc}, {mode}, batch {profile.min}-{profile.max})"
+    )
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - start
@@ -279,7 +293,9 @@ def build_engine(
         cache_key=key,
     )
     write_sidecar(out, sidecar)
-    log.info("wrote %s (%.1f MiB) in %.1f s; timing cache %s", out, out.stat().st_size / 2**20, seconds, cache_file)
+    log.info(
+        "wrote %s (%.1f MiB) in %.1f s; timing cache %s", out, out.stat().st_size / 2**20, seconds, cache_file
+    )
     return out, sidecar
 
 
@@ -317,5 +333,5 @@ def _gpu_name() -> Optional[str]:
         import torch
 
         return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception:
-        return os.environ.get("BINWATCH_GPU_NAME")
+    except Exception:  # torch missing or CUDA init failure
+        return None

@@ -25,7 +25,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field
 
-from contract.base import ContractError, Strict, Versioned, canonical_json, utcnow
+from contract.base import ContractError, Versioned, canonical_json, utcnow
 from contract.card import BatchProfile
 
 log = logging.getLogger(__name__)
@@ -129,10 +129,18 @@ def engine_cache_key(
     if not ver:
         raise ValueError("trt_version must not be empty")
     full = canonical_json(
-        {"sha": sha, "trt": str(trt_version).strip(), "cc": cc, "precision": precision, "profile": prof.model_dump()}
+        {
+            "sha": sha,
+            "trt": str(trt_version).strip(),
+            "cc": cc,
+            "precision": precision,
+            "profile": prof.model_dump(),
+        }
     )
     digest = hashlib.sha256(full).hexdigest()[:12]
-    return f"{sha[:16]}-trt{ver}-sm{cc.replace('.', '')}-{precision}-b{prof.min}_{prof.opt}_{prof.max}-{digest}"
+    return (
+        f"{sha[:16]}-trt{ver}-sm{cc.replace('.', '')}-{precision}-b{prof.min}_{prof.opt}_{prof.max}-{digest}"
+    )
 
 
 def check_engine_compat(
@@ -175,7 +183,8 @@ def check_engine_compat(
         have = sidecar.batch_profile
         if (have.min, have.opt, have.max) != (want.min, want.opt, want.max):
             reasons.append(
-                f"batch profile {have.min}/{have.opt}/{have.max} differs from the requested {want.min}/{want.opt}/{want.max}"
+                f"batch profile {have.min}/{have.opt}/{have.max} differs from the requested "
+                f"{want.min}/{want.opt}/{want.max}"
             )
     if l4t is not None and sidecar.l4t is not None and sidecar.l4t != l4t:
         reasons.append(f"built on L4T {sidecar.l4t}, running L4T {l4t}")
@@ -248,8 +257,12 @@ def _cc_from_cuda_python(device: int) -> Optional[str]:
     except ImportError:
         return None
     try:
-        err, major = cudart.cudaDeviceGetAttribute(cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, device)
-        err2, minor = cudart.cudaDeviceGetAttribute(cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, device)
+        err, major = cudart.cudaDeviceGetAttribute(
+            cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, device
+        )
+        err2, minor = cudart.cudaDeviceGetAttribute(
+            cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, device
+        )
     except Exception as e:  # driver missing, no device
         log.debug("cuda-python could not query the GPU: %s", e)
         return None
@@ -265,8 +278,11 @@ def _cc_from_nvidia_smi(device: int) -> Optional[str]:
     try:
         out = subprocess.run(
             [exe, "--query-gpu=compute_cap", "--format=csv,noheader", f"--id={device}"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
         return normalize_compute_capability(out.splitlines()[0]) if out else None
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
@@ -287,7 +303,11 @@ def _cc_from_device_tree(path: Path = Path("/proc/device-tree/compatible")) -> O
 def detect_compute_capability(device: int = 0) -> Optional[str]:
     """The GPU's compute capability (``"8.7"``) via cuda-python, nvidia-smi, or the Jetson device
     tree; None when no GPU can be found. No torch, no TensorRT."""
-    for probe in (lambda: _cc_from_cuda_python(device), lambda: _cc_from_nvidia_smi(device), _cc_from_device_tree):
+    for probe in (
+        lambda: _cc_from_cuda_python(device),
+        lambda: _cc_from_nvidia_smi(device),
+        _cc_from_device_tree,
+    ):
         cc = probe()
         if cc:
             return cc

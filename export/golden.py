@@ -86,7 +86,11 @@ def compare_golden(
     An item fails when its argmax differs or any probability is off by more than the tolerance for
     ``precision`` (``golden.tolerance``, or ``tolerance`` when given).
     """
-    tol = tolerance if tolerance is not None else golden.tolerance.get(precision, DEFAULT_TOLERANCE.get(precision, 0.15))
+    tol = (
+        tolerance
+        if tolerance is not None
+        else golden.tolerance.get(precision, DEFAULT_TOLERANCE.get(precision, 0.15))
+    )
     problems: list[str] = []
     for item in golden.items:
         got = probs_by_file.get(item.file)
@@ -96,7 +100,7 @@ def compare_golden(
         if len(got) != len(item.probs):
             problems.append(f"{item.file}: {len(got)} classes, expected {len(item.probs)}")
             continue
-        diff = max(abs(a - b) for a, b in zip(got, item.probs))
+        diff = max(abs(a - b) for a, b in zip(got, item.probs, strict=True))
         top_got = max(range(len(got)), key=lambda i: got[i])
         top_ref = max(range(len(item.probs)), key=lambda i: item.probs[i])
         if top_got != top_ref:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from contract.card import ModelCard
@@ -57,7 +57,11 @@ def export_model(model: Any, card: ModelCard, out_path: Path, opset: int = DEFAU
     example = torch.zeros(shape, dtype=torch.float32)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH_DIM)
     model = model.eval().cpu()
-    log.info("exporting %s to ONNX (opset %d, input %s %s)", card.model.arch, opset, spec.name, tuple(shape[1:]))
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):  # pass-by-pass INFO chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    log.info(
+        "exporting %s to ONNX (opset %d, input %s %s)", card.model.arch, opset, spec.name, tuple(shape[1:])
+    )
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")

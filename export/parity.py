@@ -31,17 +31,22 @@ class ParityReport:
     max_abs_diff: float
     argmax_agree: int
     atol: float
-    source: str  # "images" or "random"
+    source: str  # "image" or "random"
     batch_sizes: tuple[int, ...]
 
     @property
     def passed(self) -> bool:
-        return bool(np.isfinite(self.max_abs_diff)) and self.max_abs_diff <= self.atol and self.argmax_agree == self.n
+        return (
+            bool(np.isfinite(self.max_abs_diff))
+            and self.max_abs_diff <= self.atol
+            and self.argmax_agree == self.n
+        )
 
     def summary(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
         return (
-            f"parity {verdict}: largest logit difference {self.max_abs_diff:.2e} (tolerance {self.atol:.0e}), "
+            f"parity {verdict}: largest logit difference {self.max_abs_diff:.2e} "
+            f"(tolerance {self.atol:.0e}), "
             f"argmax agrees on {self.argmax_agree}/{self.n} {self.source} inputs, "
             f"ONNX batch sizes {list(self.batch_sizes)}"
         )
@@ -58,7 +63,9 @@ class ParityReport:
         }
 
 
-def ort_session(onnx_path: Path | str, threads: Optional[int] = None, providers: Optional[list[str]] = None) -> Any:
+def ort_session(
+    onnx_path: Path | str, threads: Optional[int] = None, providers: Optional[list[str]] = None
+) -> Any:
     """An ONNX Runtime session; a file ORT cannot load is an ExportError naming it."""
     import onnxruntime as ort
 
@@ -94,7 +101,7 @@ def parity_inputs(
         loader = ImageLoader(card.input, batch_size=len(images))
         batches = list(loader.batches([LabelledImage(p, p.stem, None) for p in list(images)[:n]]))
         if batches:
-            return np.concatenate([b for b, _ in batches]), "images"
+            return np.concatenate([b for b, _ in batches]), "image"
         log.warning("no parity image decoded; using random inputs")
     spec = card.input
     shape = (n, 3, spec.height, spec.width) if spec.layout == "NCHW" else (n, spec.height, spec.width, 3)
@@ -102,7 +109,12 @@ def parity_inputs(
 
 
 def check_parity(
-    model: Any, onnx_path: Path | str, inputs: np.ndarray, *, atol: float = DEFAULT_ATOL, source: str = "images"
+    model: Any,
+    onnx_path: Path | str,
+    inputs: np.ndarray,
+    *,
+    atol: float = DEFAULT_ATOL,
+    source: str = "image",
 ) -> ParityReport:
     """Compare PyTorch (``model``, eval mode) with ONNX Runtime on ``inputs``."""
     import torch

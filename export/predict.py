@@ -54,7 +54,9 @@ class Prediction:
         if self.error is not None:
             d["error"] = self.error
         else:
-            d.update(count=self.count, label=self.label, confidence=self.confidence, distribution=self.distribution)
+            d.update(
+                count=self.count, label=self.label, confidence=self.confidence, distribution=self.distribution
+            )
         return d
 
 
@@ -109,7 +111,7 @@ class Predictor:
             if not pending:
                 return
             probs = self.predict_arrays(np.stack([x for _, x in pending]))
-            for (i, _), p in zip(pending, probs):
+            for (i, _), p in zip(pending, probs, strict=True):
                 k = int(np.argmax(p))
                 r = results[i]
                 r.count = self.card.output.counts[k]
@@ -141,7 +143,8 @@ def _card_for_onnx(onnx_file: Path, card_path: Optional[Path]) -> ModelCard:
             except ContractError as e:
                 raise ExportError(str(e)) from e
     raise ExportError(
-        f"no card.json beside {onnx_file}: predictions need the model card (input size, normalisation, counts). "
+        f"no card.json beside {onnx_file}: predictions need the model card "
+        "(input size, normalisation, counts). "
         "Fix: pass --card CARD.json, or predict with a bundle"
     )
 

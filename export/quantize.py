@@ -278,15 +278,19 @@ def quantize_run(
     targets = _targets(target)
     if n < 1:
         raise ExportError(f"--n must be >= 1, got {n}")
-    fp32 = _fp32_model(run, card)
     calib_items = labelled_images(calib_dir, card)
     eval_items = labelled_images(eval_dir, card) if eval_dir is not None else None
+    fp32 = _fp32_model(run, card)
     picks, held_out = split_calib_eval(calib_items, eval_items, n, eval_n, seed=seed, run_dir=run)
     log.info("calibrating on %d images, evaluating on %d held-out images", len(picks), len(held_out))
     if not held_out:
         log.warning("no labelled held-out images: INT8 models are scored by agreement with FP32")
         chosen = {it.path for it in picks}
-        pool = list(eval_items) if eval_items is not None else [it for it in calib_items if it.path not in chosen]
+        pool = (
+            list(eval_items)
+            if eval_items is not None
+            else [it for it in calib_items if it.path not in chosen]
+        )
         held_out = [LabelledImage(it.path, it.key, 0) for it in (pool or picks)][:eval_n]
         labelled = False
     else:
@@ -303,7 +307,9 @@ def quantize_run(
         for t in sorted(targets, key=lambda t: t != "cpu"):
             reader.rewind()
             reader.on_batch = progress(f"calibrating ({t})", len(picks)) if not cache.exists() else None
-            outs[t] = quantize_onnx(pre, tmp / TARGET_FILES[t], reader, t, method=method, calibration_cache=cache)
+            outs[t] = quantize_onnx(
+                pre, tmp / TARGET_FILES[t], reader, t, method=method, calibration_cache=cache
+            )
             if reader.on_batch is not None:
                 reader.loader.check_usable(reader.n_ok, "calibration", calib_dir)
                 bad = list(reader.loader.bad)
@@ -317,10 +323,16 @@ def quantize_run(
             report.results.append(TargetResult(t, run / TARGET_FILES[t], acc, drop, score.agreement[t], ok))
             log.info(
                 "%s INT8: accuracy %.2f%% (FP32 %.2f%%), drop %.2f points, agreement %.2f%%",
-                t, 100 * acc, 100 * fp32_acc, drop, 100 * score.agreement[t],
-            )  # fmt: skip
+                t,
+                100 * acc,
+                100 * fp32_acc,
+                drop,
+                100 * score.agreement[t],
+            )
         if not report.passed and not force:
-            failed = ", ".join(f"{r.target} drops {r.accuracy_drop:.2f} points" for r in report.results if not r.passed)
+            failed = ", ".join(
+                f"{r.target} drops {r.accuracy_drop:.2f} points" for r in report.results if not r.passed
+            )
             raise CheckFailed(
                 f"INT8 accuracy check failed ({failed}; limit {max_drop} points on {score.n} images); "
                 "nothing written. Fix: calibrate on more or more representative images (--n, --calib), try "

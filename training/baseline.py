@@ -77,7 +77,7 @@ def make_classifier(name: str, n_components: int, seed: int = 0):
     elif name == "rbf_svm":
         clf = SVC(kernel="rbf", C=1.0, gamma="scale", random_state=seed)
     elif name == "logreg":
-        clf = LogisticRegression(C=0.1, max_iter=2000, random_state=seed)
+        clf = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
     else:
         raise BaselineError(f"unknown baseline model {name!r}; choose from {', '.join(MODELS)}")
     return make_pipeline(StandardScaler(), PCA(n_components=n_components, whiten=True, random_state=seed), clf)

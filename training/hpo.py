@@ -77,24 +77,35 @@ def _redact(url: str) -> str:
 
 
 def _storage(url: str):
-    import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    """RDB storage with heartbeats: a trial whose worker died is marked failed and retried once."""
+    import warnings
 
-    kw: dict[str, Any] = {}
+    import optuna
+    from optuna import storages
+    from sqlalchemy.exc import SQLAlchemyError
+
+    kw: dict[str, Any] = {"heartbeat_interval": 60, "grace_period": 180}
     if url.startswith("sqlite"):
         kw["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
+        retry_cls, retry_kw = storages.RetryHeartbeatStaleTrialCallback, "heartbeat_stale_trial_callback"
+    else:
+        retry_cls, retry_kw = storages.RetryFailedTrialCallback, "failed_trial_callback"
     try:
-        return RDBStorage(
-            url, heartbeat_interval=60, grace_period=180,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=1), **kw,
-        )
-    except (ImportError, ModuleNotFoundError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            kw[retry_kw] = retry_cls(max_retry=1)
+            return storages.RDBStorage(url, **kw)
+    except ImportError as e:
         raise HpoError(
             f"--storage {_redact(url)}: its database driver is missing ({e}); e.g. pip install psycopg2-binary "
             "for postgresql+psycopg2://"
         ) from e
-    except (optuna.exceptions.StorageInternalError, ValueError) as e:
-        raise HpoError(f"--storage {_redact(url)}: {e}") from e
+    except (optuna.exceptions.StorageInternalError, SQLAlchemyError, ValueError) as e:
+        raise HpoError(
+            f"--storage {_redact(url)}: {e} (use an SQLAlchemy URL such as sqlite:///hpo.db or "
+            "postgresql+psycopg2://user:password@host/db)"
+        ) from e
 
 
 def suggest_train_args(trial, opts: HpoOptions) -> list[str]:

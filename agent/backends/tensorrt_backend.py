@@ -293,9 +293,9 @@ class TensorRTBackend(Backend):
             )
             self.engine_cache.mkdir(parents=True, exist_ok=True)
             engine_path = self.engine_cache / f"{key}.engine"
-            data = self._cached_engine(ec, engine_path, trt.__version__, cc)
+            data = self._cached_engine(ec, engine_path, trt.__version__, cc, model_sha, precision, profile)
             if data is None:
-                data = self._build(onnx_path, precision, profile, engine_path, trt.__version__, cc, model_sha)
+                data = self._build(onnx_path, precision, profile, engine_path)
             self._worker.call(lambda: self._deserialize(data, card))
         except BaseException:
             self.close()
@@ -319,14 +319,29 @@ class TensorRTBackend(Backend):
     def _setup_cuda(self) -> None:
         self._cuda = _CudaPython(self.device_index) if _cudart() is not None else _PyCuda(self.device_index)
 
-    def _cached_engine(self, ec: Any, engine_path: Path, trt_version: str, cc: str) -> Optional[bytes]:
-        sidecar = ec.sidecar_path(engine_path)
-        if not engine_path.is_file() or not sidecar.is_file():
+    def _cached_engine(
+        self,
+        ec: Any,
+        engine_path: Path,
+        trt_version: str,
+        cc: str,
+        model_sha: str,
+        precision: str,
+        profile: tuple[int, int, int],
+    ) -> Optional[bytes]:
+        if not engine_path.is_file() or not ec.sidecar_path(engine_path).is_file():
             return None
         try:
-            meta = ec.read_sidecar(sidecar)
-            problems = ec.check_engine_compat(meta, trt_version, cc)
-        except Exception as e:
+            problems = ec.check_engine_compat(
+                ec.read_sidecar(engine_path),
+                trt_version=trt_version,
+                compute_capability=cc,
+                onnx_sha256=model_sha,
+                precision=precision,
+                batch_profile=profile,
+                l4t=ec.read_l4t_release(),
+            )
+        except Exception as e:  # unreadable sidecar: rebuild
             problems = [f"sidecar unreadable: {e}"]
         if problems:
             log.warning(
@@ -336,16 +351,9 @@ class TensorRTBackend(Backend):
         return engine_path.read_bytes()
 
     def _build(
-        self,
-        onnx_path: Path,
-        precision: str,
-        profile: tuple[int, int, int],
-        engine_path: Path,
-        trt_version: str,
-        cc: str,
-        model_sha: str,
+        self, onnx_path: Path, precision: str, profile: tuple[int, int, int], engine_path: Path
     ) -> bytes:
-        from export import engine as builder  # TensorRT builder; imports no torch
+        from export import engine as builder  # the TensorRT builder; imports no torch at module level
 
         log.warning(
             "tensorrt: building a %s engine for %s here (minutes on a Jetson; not ready until then)",
@@ -353,29 +361,26 @@ class TensorRTBackend(Backend):
             onnx_path.name,
         )
         t0 = time.perf_counter()
-        data = self._worker.call(  # type: ignore[union-attr]
-            lambda: builder.build_engine_bytes(
-                onnx_path,
-                precision=precision,
-                batch_profile=profile,
-                timing_cache=self.engine_cache / "timing.cache",
-                workspace_mb=self.workspace_mb,
+        try:
+            path, _sidecar = self._worker.call(  # type: ignore[union-attr]
+                lambda: builder.build_engine(
+                    onnx_path,
+                    engine_path,
+                    precision=precision,
+                    min_batch=profile[0],
+                    opt_batch=profile[1],
+                    max_batch=profile[2],
+                    workspace_mib=self.workspace_mb,
+                    timing_cache=self.engine_cache / "timing.cache",
+                    device=self.device_index,
+                    on_phase=lambda msg: log.warning("tensorrt build: %s", msg),
+                )
             )
-        )
-        from export import engine_cache as ec
-
-        ec.write_engine(
-            engine_path,
-            data,
-            model_sha256=model_sha,
-            trt_version=trt_version,
-            compute_capability=cc,
-            precision=precision,
-            batch_profile=profile,
-        )
+        except Exception as e:  # export.errors.ExportError and TensorRT's own errors
+            raise BackendError(f"TensorRT engine build failed for {onnx_path.name}: {e}") from e
         self.built = True
-        log.warning("tensorrt: engine built in %.0fs and cached as %s", time.perf_counter() - t0, engine_path)
-        return data
+        log.warning("tensorrt: engine built in %.0fs and cached as %s", time.perf_counter() - t0, path)
+        return Path(path).read_bytes()
 
     def _deserialize(self, data: bytes, card: ModelCard) -> None:
         import tensorrt as trt

@@ -68,7 +68,7 @@ def test_auto_skips_tensorrt_with_a_reason(caplog: pytest.LogCaptureFixture) -> 
 def test_asking_for_an_unavailable_or_unknown_backend_explains() -> None:
     with pytest.raises(BackendError, match="unknown backend 'cuda'"):
         create_backend("cuda")
-    ok, why = TensorRTBackend.is_available()
+    ok, _why = TensorRTBackend.is_available()
     if not ok:
         with pytest.raises(BackendUnavailable, match="tensorrt"):
             create_backend("tensorrt")

@@ -184,14 +184,16 @@ class Child:
 
     def __init__(self, state_dir: Path, url: str, n: int, interval: float, mode: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(state_dir), url, str(n), str(interval), mode],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.log = state_dir.parent / f"child-{mode}.log"
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", CHILD, str(state_dir), url, str(n), str(interval), mode],
+                cwd=REPO,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
         self.lines: list[list[str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -218,9 +220,7 @@ def test_sigkill_loses_nothing_will_says_offline_and_seq_continues(
     state_dir = tmp_path / "state"
     sub = Collector(mosquitto.url)
     first = Child(state_dir, mosquitto.url, n=100_000, interval=0.005, mode="hold")
-    assert wait_until(lambda: len(first.alerts()) >= 40), (
-        first.proc.stderr.read() if first.proc.poll() else ""
-    )
+    assert wait_until(lambda: len(first.alerts()) >= 40), first.log.read_text()
     first.proc.send_signal(signal.SIGKILL)  # mid-stream: alerts in flight and waiting in the outbox
     first.finish()
     s1 = first.session()
@@ -232,7 +232,7 @@ def test_sigkill_loses_nothing_will_says_offline_and_seq_continues(
 
     second = Child(state_dir, mosquitto.url, n=20, interval=0.0, mode="drain")
     second.finish()
-    assert second.proc.returncode == 0, second.proc.stderr.read() if second.proc.stderr else ""
+    assert second.proc.returncode == 0, second.log.read_text()
     assert any(w == ["STOPPED", "0"] for w in second.lines)
     s2 = second.session()
     assert s2 is not None and s2 > s1

@@ -150,16 +150,26 @@ def test_bad_images_payloads_and_a_vanishing_camera_are_counted_and_survived(
             (s := latest_stats()) is not None
             and s.invalid_messages == expected
             and s.cameras["replay"].decode_errors == 2
+            and s.cameras["replay"].frames_total == SYNTH_COUNT - 2
         )
     )
     st = latest_stats()
-    assert st.decode_errors == 2 and st.cameras["replay"].frames_total == SYNTH_COUNT - 2
+    assert st.cameras["replay"].frames_total == SYNTH_COUNT - 2
+    assert st.decode_errors == sum(c.decode_errors for c in st.cameras.values()) == 4  # 2 in each replay
     usb = rt.capture.states["usb"]
     assert usb.state == "reconnecting" and usb.open_failures >= 3 and "cannot open" in usb.last_error
     # each cause was logged
-    for cause in ("(invalid)", "(oversized)", "(unknown-camera)", "(unknown-command)", "corrupt", "empty"):
+    for cause in (
+        "(invalid)",
+        "(oversized)",
+        "(unknown-camera)",
+        "(unknown-command)",
+        "00003.jpg: empty image",
+        "00007.jpg: not a decodable image",
+        "replay folder",
+        "disappeared",
+    ):
         assert cause in caplog.text, cause
-    assert "00007.jpg: not a decodable image" in caplog.text
     col.close()
 
 
@@ -295,7 +305,7 @@ def test_sigkill_mid_run_then_restart_loses_nothing_and_seq_continues(
     assert p2.wait(120) == 0, log.read_text()[-3000:]
     verdicts = read_verdicts(state / "verdicts.jsonl")
     second = verdicts[len(first) :]
-    assert second and second[0]["bin_id"] > first[-1]["bin_id"] or second[0]["bin_id"] == first[-1]["bin_id"]
+    assert second and second[0]["bin_id"] >= first[-1]["bin_id"]  # resumed where it stopped
     assert {v["bin_id"] for v in verdicts} == {
         f"{i:05d}" for i in range(1, SYNTH_COUNT + 1)
     }  # resumed, none skipped
@@ -356,7 +366,8 @@ def test_the_agent_never_loads_torch(mosquitto, tiny_bundle: Path, synth_bins: P
         f" '--broker', {mosquitto.url!r}, '--state-dir', {str(tmp_path / 'st')!r}, '--max-frames', '5',"
         " '--http-port', '0'], standalone_mode=False)\n"
         "finally:\n"
-        "    bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'training', 'export'))\n"
+        "    roots = ('torch', 'torchvision', 'training', 'export')\n"
+        "    bad = sorted(m for m in sys.modules if m.split('.')[0] in roots)\n"
         "    print('FORBIDDEN', bad)\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))

@@ -23,13 +23,13 @@ MODELS = list(EXAMPLES)
 # wrong-type mutation is run on the wire messages; it still gets every other junk test.
 STRICT_MODELS = [m for m in MODELS if m is not ModelCard]
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20)
 json_values = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=20,
+    max_leaves=10,
 )
 
 
@@ -66,7 +66,7 @@ unknown_keys = st.text(max_size=12).filter(lambda k: k not in KNOWN)
 
 @FUZZ
 @given(
-    payload=st.dictionaries(unknown_keys, json_values, min_size=1, max_size=5),
+    payload=st.dictionaries(unknown_keys, json_values, min_size=1, max_size=3),
     key=unknown_keys,
     value=json_values,
 )

@@ -105,3 +105,50 @@ def run_dir(tmp_path: Path, trained_run_base: Path) -> Path:
     dst = tmp_path / "run"
     shutil.copytree(trained_run_base, dst)
     return dst
+
+
+def invoke(*args: str):
+    """Run ``binwatch <args>`` in-process with typer's CliRunner; returns the Result."""
+    from typer.testing import CliRunner
+
+    from binwatch.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def quantized(
+    tmp_path_factory: pytest.TempPathFactory, trained_run_base: Path, synth_train: Path, eval_data: Path
+):
+    """(run folder after `export onnx` + `export quantize --target both`, the quantize JSON report)."""
+    import json
+
+    run = tmp_path_factory.mktemp("quantized") / "run"
+    shutil.copytree(trained_run_base, run)
+    res = invoke("export", "onnx", run, "--images", synth_train)
+    assert res.exit_code == 0, res.output
+    res = invoke(
+        "export",
+        "quantize",
+        run,
+        "--calib",
+        synth_train,
+        "--n",
+        "128",
+        "--eval",
+        eval_data,
+        "--eval-n",
+        "500",
+        "--json",
+    )
+    assert res.exit_code == 0, res.output
+    return run, json.loads(res.stdout)
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory, quantized, eval_data: Path) -> Path:
+    run, _ = quantized
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    res = invoke("export", "bundle", run, "--out", out, "--golden", eval_data)
+    assert res.exit_code == 0, res.output
+    return out
