@@ -146,10 +146,10 @@ def watch(
     finally:
         if live is not None:
             live.stop()
+            if not out.is_terminal:
+                out.line()  # Live leaves its last line open when the output is a pipe or file
+            out.file.flush()
         watcher.stop()
-    t = watcher.tracker
-    if live is not None:
-        err.print(f"{t.new} alert(s), {t.duplicates} duplicate(s), {t.gaps} missing seq(s)", highlight=False)
     if interrupted:
         raise typer.Exit(code=130)
     if count is not None and shown < count:

@@ -207,6 +207,7 @@ def run_cmd(
         f"agent stopped: {snap['counts'].get('frames', 0)} frames, verdicts: {verdicts}, "  # type: ignore[union-attr]
         f"alerts stored {snap['counts'].get('alerts', 0)}, undelivered in the outbox {rt.final_outbox_depth}",
         highlight=False,
+        soft_wrap=True,
     )
     if code:
         raise typer.Exit(code=code)

@@ -142,6 +142,7 @@ class _Conn:
     lost: bool = False
     lost_reason: str = ""
     connected_since: float = 0.0  # time.time() at CONNACK
+    backlog_id: int = 0  # rows with id <= this were stored before the connection: replays
     acked: dict[int, Any] = field(default_factory=dict)  # mid -> reason code (from on_publish)
     inflight: dict[int, int] = field(default_factory=dict)  # mid -> outbox row id
     alert_mids: set[int] = field(default_factory=set)
@@ -477,6 +478,7 @@ class MqttLink:
             self._teardown(conn)
             return None
         conn.connected_since = time.time()
+        conn.backlog_id = self.outbox.last_id()
         self.counters.connects += 1
         log.info(
             "connected to %s as %s (session %d); %d alert(s) waiting in the outbox",
@@ -588,7 +590,7 @@ class MqttLink:
         """Alert rows get ``published_ts`` now and ``is_historical`` when replayed; ids stay."""
         if row.topic != self.topics.alert_mismatch:
             return row.payload, False, False
-        historical = row.created < conn.connected_since
+        historical = row.id <= conn.backlog_id  # ids, not clocks: a Jetson's clock may jump at boot
         try:
             alert = Alert.parse(row.payload)
         except ContractError as e:  # stored by an older/newer agent: send as stored

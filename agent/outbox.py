@@ -209,6 +209,13 @@ class Outbox:
             )
             return [Row(int(i), t, bytes(p), int(q), bool(r), float(c)) for i, t, p, q, r, c in cur]
 
+    def last_id(self) -> int:
+        """The highest id stored now (0 if empty): rows up to it exist before anything put later."""
+        with self._lock:
+            self._check_open()
+            row = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
+            return int(row[0])
+
     def depth(self) -> int:
         """Rows waiting for a PUBACK."""
         with self._lock:

@@ -220,6 +220,13 @@ class Runtime:
         self._threads.append(hk)
         if self.cfg.model.watch and self.cfg.model.bundle is not None:
             self.store.watch(self.cfg.model.bundle, self.stop_event, self.cfg.model.watch_interval_s)
+        # Give the broker connection a moment, so that the first alerts go out live rather than
+        # as a backlog; with the broker down the agent starts counting anyway.
+        deadline = time.monotonic() + min(3.0, self.cfg.mqtt.connect_timeout_s)
+        while not self.link.connected and time.monotonic() < deadline and not self.stop_event.is_set():
+            time.sleep(0.02)
+        if not self.link.connected:
+            log.warning("broker %s not reachable yet: counting and buffering alerts", self.cfg.mqtt.broker)
         self.capture.start()
         log.info(
             "agent %s/%s running: %d camera(s), model %s, broker %s",

@@ -20,6 +20,7 @@ get it.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,10 +74,12 @@ def parse_version(version: str) -> tuple[int, ...]:
     """``"10.3.0.30"`` -> ``(10, 3, 0, 30)`` (non-numeric suffixes ignored)."""
     parts = []
     for piece in str(version).split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
+        m = re.match(r"\d+", piece)
+        if m is None:
             break
-        parts.append(int(digits))
+        parts.append(int(m.group()))
+        if m.end() != len(piece):  # "36+cuda12": the number ends here
+            break
     return tuple(parts)
 
 

@@ -80,7 +80,9 @@ def make_classifier(name: str, n_components: int, seed: int = 0):
         clf = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
     else:
         raise BaselineError(f"unknown baseline model {name!r}; choose from {', '.join(MODELS)}")
-    return make_pipeline(StandardScaler(), PCA(n_components=n_components, whiten=True, random_state=seed), clf)
+    return make_pipeline(
+        StandardScaler(), PCA(n_components=n_components, whiten=True, random_state=seed), clf
+    )
 
 
 def _splits(
@@ -152,7 +154,8 @@ def run_baseline(
     if len(train) < 2 or len({it.count for it in train}) < 2 or not scored:
         raise BaselineError(
             f"need a train split with two or more counts and a val or test split; got "
-            f"train={len(train)} val={len(splits.get('val') or [])} test={len(splits.get('test') or [])} ({how})"
+            f"train={len(train)} val={len(splits.get('val') or [])} "
+            f"test={len(splits.get('test') or [])} ({how})"
         )
 
     def feats(name: str, its: list[Any]) -> np.ndarray:
@@ -172,7 +175,13 @@ def run_baseline(
         for name in scored:
             pred = np.asarray(clf.predict(xs[name]), dtype=np.int64)
             per_split[name][m] = count_metrics(ys[name], pred, counts)
-            log.info("%s on %s: accuracy %.3f RMSE %.3f", m, name, per_split[name][m]["accuracy"], per_split[name][m]["rmse"])
+            log.info(
+                "%s on %s: accuracy %.3f RMSE %.3f",
+                m,
+                name,
+                per_split[name][m]["accuracy"],
+                per_split[name][m]["rmse"],
+            )
     main_split = "test" if "test" in scored else "val"
     result = {
         "kind": "binwatch.baseline",

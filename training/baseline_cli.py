@@ -55,7 +55,9 @@ def baseline_cmd(
         raise typer.Exit(code=2)
     target = out or (run / "baseline.json" if run is not None else Path("baseline.json"))
     tasks: dict[str, int] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=_err, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=_err, transient=True
+    ) as bar:
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
@@ -64,9 +66,19 @@ def baseline_cmd(
 
         try:
             r = run_baseline(
-                data, split_files=split_file, run=run, size=size, color=color, pca=pca,
-                models=[m.strip() for m in models.split(",") if m.strip()], max_count=max_count,
-                overflow=overflow, seed=seed, workers=workers, out=target, progress=progress,
+                data,
+                split_files=split_file,
+                run=run,
+                size=size,
+                color=color,
+                pca=pca,
+                models=[m.strip() for m in models.split(",") if m.strip()],
+                max_count=max_count,
+                overflow=overflow,
+                seed=seed,
+                workers=workers,
+                out=target,
+                progress=progress,
             )
         except BaselineError as e:
             _err.print(f"[red]error:[/red] {e}", highlight=False)

@@ -45,7 +45,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         log.warning("no validation logits: temperature left at 1.0")
         return 1.0
     res = minimize_scalar(
-        lambda beta: nll(z * beta, y), bounds=(1.0 / T_MAX, 1.0 / T_MIN), method="bounded",
+        lambda beta: nll(z * beta, y),
+        bounds=(1.0 / T_MAX, 1.0 / T_MIN),
+        method="bounded",
         options={"xatol": 1e-6},
     )
     t = float(1.0 / res.x)

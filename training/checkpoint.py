@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["get_rng_state", "load_checkpoint", "save_atomic", "set_rng_state", "sha256_file"]
+__all__ = [
+    "get_rng_state",
+    "load_checkpoint",
+    "save_atomic",
+    "set_rng_state",
+    "sha256_file",
+    "state_dict_sha256",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,4 +83,16 @@ def sha256_file(path: Path | str) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A hash of a state dict's names, dtypes, shapes and values (CPU bytes, in key order)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

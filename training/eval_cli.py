@@ -33,41 +33,57 @@ def eval_cmd(
     run: Path = typer.Argument(..., help="Training run folder (weights.pt + card.json)."),
     data: Path = typer.Option(..., "--data", help="ABID-layout folder or prepared cache with labels."),
     split_file: list[str] = typer.Option(
-        [], "--split-file", help="Split file(s), e.g. counting_val.json (NAME=FILE allowed). Repeatable. "
-        "Default: the run's splits.json when its keys are in --data, else every image."
+        [],
+        "--split-file",
+        help="Split file(s), e.g. counting_val.json (NAME=FILE allowed). Repeatable. "
+        "Default: the run's splits.json when its keys are in --data, else every image.",
     ),
     split: Optional[str] = typer.Option(
         None, "--split", help="val | test | all (default: test if present, else val, else all)."
     ),
-    tta_flip: bool = typer.Option(False, "--tta-flip", help="Also score with horizontal-flip TTA (mean probs)."),
+    tta_flip: bool = typer.Option(
+        False, "--tta-flip", help="Also score with horizontal-flip TTA (mean probs)."
+    ),
     calibrate: bool = typer.Option(
-        True, "--calibrate/--no-calibrate",
-        help="Fit the temperature and the decision thresholds on the validation split and store them in the card.",
+        True,
+        "--calibrate/--no-calibrate",
+        help="Fit temperature and decision thresholds on the validation split; store them in the card.",
     ),
     park_results: Optional[Path] = typer.Option(
-        None, "--park-results", help="Write abid_challenge's counting_result.txt (one count per line, split order)."
+        None,
+        "--park-results",
+        help="Write abid_challenge's counting_result.txt (one count per line, split order).",
     ),
-    park_decoding: str = typer.Option("argmax", "--park-decoding", help="argmax | rmse_optimal for --park-results."),
+    park_decoding: str = typer.Option(
+        "argmax", "--park-decoding", help="argmax | rmse_optimal for --park-results."
+    ),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default RUN/eval-<dataset>)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
-    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
+    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader worker processes (image decoding)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     false_alarm_rate: float = typer.Option(
         0.01, "--false-alarm-rate", min=0.0, max=1.0, help="Target false-alarm rate of mismatch_threshold."
     ),
     match_false_alarm_rate: float = typer.Option(
-        0.05, "--match-false-alarm-rate", min=0.0, max=1.0,
+        0.05,
+        "--match-false-alarm-rate",
+        min=0.0,
+        max=1.0,
         help="Looser rate that sets match_threshold (between the two: uncertain).",
     ),
     mismatch_rate: float = typer.Option(
         0.5, "--mismatch-rate", min=0.0, max=1.0, help="Share of bins given a simulated wrong manifest."
     ),
-    mismatch_k: str = typer.Option("1,2", "--mismatch-k", help="Simulated manifest errors: true +- k, k from this list."),
+    mismatch_k: str = typer.Option(
+        "1,2", "--mismatch-k", help="Simulated manifest errors: true +- k, k from this list."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the simulated manifest errors."),
     baseline: Optional[Path] = typer.Option(
         None, "--baseline", help="baseline.json to include (default RUN/baseline.json when present)."
     ),
-    update_card: bool = typer.Option(True, "--update-card/--no-update-card", help="Write results into RUN/card.json."),
+    update_card: bool = typer.Option(
+        True, "--update-card/--no-update-card", help="Write results into RUN/card.json."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
 ) -> None:
     """Evaluate a run: abid_challenge accuracy and RMSE (argmax and RMSE-optimal decoding), per class,
@@ -88,16 +104,34 @@ def eval_cmd(
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     opts = EvalOptions(
-        run=run, data=data, split_files=split_file, split=split, tta_flip=tta_flip, calibrate=calibrate,
-        park_results=park_results, park_decoding=park_decoding, out=out, batch_size=batch_size, workers=workers,
-        device=device, false_alarm_rate=false_alarm_rate, match_false_alarm_rate=match_false_alarm_rate,
-        mismatch_rate=mismatch_rate, mismatch_ks=_ks(mismatch_k), seed=seed, baseline=baseline,
+        run=run,
+        data=data,
+        split_files=split_file,
+        split=split,
+        tta_flip=tta_flip,
+        calibrate=calibrate,
+        park_results=park_results,
+        park_decoding=park_decoding,
+        out=out,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        false_alarm_rate=false_alarm_rate,
+        match_false_alarm_rate=match_false_alarm_rate,
+        mismatch_rate=mismatch_rate,
+        mismatch_ks=_ks(mismatch_k),
+        seed=seed,
+        baseline=baseline,
         update_card=update_card,
     )
     tasks: dict[str, int] = {}
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=_err, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=_err,
+        transient=True,
     ) as bar:
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -126,7 +160,9 @@ def _summary(r: dict) -> None:
     label = " [yellow](synthetic: pipeline check, not an ABID result)[/yellow]" if r["is_synthetic"] else ""
     if not r["is_synthetic"] and r["trained_on_synthetic"]:
         label = " [yellow](model trained on synthetic bins: pipeline check on real images)[/yellow]"
-    console.print(f"{r['model']['name']} on {r['dataset']}/{r['split']}: {r['n']} images{label}", highlight=False)
+    console.print(
+        f"{r['model']['name']} on {r['dataset']}/{r['split']}: {r['n']} images{label}", highlight=False
+    )
     t = Table("decoding", "accuracy", "RMSE", "MAE")
     for name, tables in (("", r["decodings"]), (" + flip TTA", r.get("decodings_tta_flip") or {})):
         for how, m in tables.items():
@@ -134,23 +170,26 @@ def _summary(r: dict) -> None:
     console.print(t)
     cal = r["calibration"]
     console.print(
-        f"temperature {cal['temperature']:.3f} ({cal['source']}): ECE {cal['ece_uncalibrated']:.4f} -> {cal['ece']:.4f}",
+        f"temperature {cal['temperature']:.3f} ({cal['source']}): "
+        f"ECE {cal['ece_uncalibrated']:.4f} -> {cal['ece']:.4f}",
         highlight=False,
     )
     pe, am = r["mismatch"]["rules"]["p_expected"], r["mismatch"]["rules"]["argmax"]
     ops = ", ".join(
-        f"recall {100 * op['recall']:.1f}% at {100 * op['target_false_alarm_rate']:g}% FA" for op in pe["operating_points"]
+        f"recall {100 * op['recall']:.1f}% at {100 * op['target_false_alarm_rate']:g}% FA"
+        for op in pe["operating_points"]
     )
     auroc = "-" if pe["auroc"] is None else f"{pe['auroc']:.3f}"
     console.print(
-        f"mismatch (p_expected rule): AUROC {auroc}, {ops}; argmax rule: FA {100 * am['false_alarm_rate']:.1f}%, "
-        f"recall {100 * am['recall']:.1f}%",
+        f"mismatch (p_expected rule): AUROC {auroc}, {ops}; "
+        f"argmax rule: FA {100 * am['false_alarm_rate']:.1f}%, recall {100 * am['recall']:.1f}%",
         highlight=False,
     )
     if r.get("decision"):
         d = r["decision"]
         console.print(
-            f"card decision: mismatch_threshold {d['mismatch_threshold']:.4g}, match_threshold {d['match_threshold']:.4g}",
+            f"card decision: mismatch_threshold {d['mismatch_threshold']:.4g}, "
+            f"match_threshold {d['match_threshold']:.4g}",
             highlight=False,
         )
     if r.get("park_results"):

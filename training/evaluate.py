@@ -25,7 +25,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -63,7 +63,6 @@ class EvalOptions:
     seed: int = 0
     baseline: Optional[Path] = None
     update_card: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -89,7 +88,9 @@ def _load_items(data: Path) -> tuple[list[Any], str, str, bool]:
     except AbidError as e:
         raise EvalError(str(e)) from e
     if not items:
-        raise EvalError(f"--data {data}: no images found (expected bin-images/<key>.jpg + metadata/<key>.json)")
+        raise EvalError(
+            f"--data {data}: no images found (expected bin-images/<key>.jpg + metadata/<key>.json)"
+        )
     return items, data.resolve().name, str(data.resolve()), is_synthetic(data, items)
 
 
@@ -120,12 +121,18 @@ def _splits(
         if any(splits[name] for name in SPLITS):
             if not same:
                 log.warning(
-                    "the run was trained on %s, not %s; using its splits.json because keys match (a moved copy?). "
-                    "Pass --split-file to choose the images explicitly.", trained_on, ds_id,
+                    "the run was trained on %s, not %s; using its splits.json because keys match "
+                    "(a moved copy?). Pass --split-file to choose the images explicitly.",
+                    trained_on,
+                    ds_id,
                 )
             return splits, f"the run's splits.json ({how})", True
     log.info("%s is not the data the run was trained on (%s): evaluating every image", ds_id, trained_on)
-    return {"train": [], "val": [], "test": [], "all": list(items)}, "every image (data the run did not see)", False
+    return (
+        {"train": [], "val": [], "test": [], "all": list(items)},
+        "every image (data the run did not see)",
+        False,
+    )
 
 
 def _pick_split(opts: EvalOptions, splits: dict[str, list[Any]], items: list[Any]) -> str:
@@ -176,7 +183,9 @@ def infer(
     from training.dataset import CountDataset
     from training.transforms import eval_transform
 
-    ds = CountDataset(items, eval_transform(card.input), counts=card.output.counts, overflow=card.output.overflow)
+    ds = CountDataset(
+        items, eval_transform(card.input), counts=card.output.counts, overflow=card.output.overflow
+    )
     dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
     width_dim = 3 if card.input.layout == "NCHW" else 2
     model = model.to(device).eval()
@@ -205,7 +214,7 @@ def write_park_results(path: Path, predictions: Sequence[int]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join("%d\n" % int(p) for p in predictions), encoding="ascii")
+    tmp.write_text("".join(f"{int(p)}\n" for p in predictions), encoding="ascii")
     os.replace(tmp, path)
     return path
 
@@ -234,13 +243,19 @@ def _trained_on_synthetic(card) -> bool:
     return any(m.is_synthetic for m in card.metrics if data is None or m.dataset == data)
 
 
-def _update_card(run: Path, card, *, metrics_entry, temperature: Optional[float], decision: Optional[dict]) -> None:
+def _update_card(
+    run: Path, card, *, metrics_entry, temperature: Optional[float], decision: Optional[dict]
+) -> None:
     from contract.card import DecisionDefaults, save_card
 
     card.metrics = [
         m
         for m in card.metrics
-        if not (m.dataset == metrics_entry.dataset and m.split == metrics_entry.split and m.model == metrics_entry.model)
+        if not (
+            m.dataset == metrics_entry.dataset
+            and m.split == metrics_entry.split
+            and m.model == metrics_entry.model
+        )
     ] + [metrics_entry]
     if temperature is not None:
         card.output.temperature = float(temperature)
@@ -252,7 +267,7 @@ def _update_card(run: Path, card, *, metrics_entry, temperature: Optional[float]
 # -- the driver ----------------------------------------------------------------------------------
 
 
-def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str, Any]:  # noqa: C901
+def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str, Any]:
     """Evaluate, calibrate, write the report; returns what ``metrics.json`` holds (plus ``out``)."""
     from contract.base import ContractError
     from contract.card import Metrics
@@ -305,7 +320,9 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
         t_source = "kept from the card (--no-calibrate)"
 
     probs = softmax(logits, temperature)
-    tables: dict[str, Any] = {how: count_metrics(true, decode(probs, counts, how), counts) for how in DECODINGS}
+    tables: dict[str, Any] = {
+        how: count_metrics(true, decode(probs, counts, how), counts) for how in DECODINGS
+    }
     tta_tables = None
     if flipped is not None:
         probs_tta = 0.5 * (probs + softmax(flipped, temperature))
@@ -320,14 +337,18 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
     if val_logits is not None:
         val_raw = np.asarray([it.count for it in val_items]) if split != "val" else raw_true
         decision = choose_thresholds(
-            softmax(val_logits, temperature), val_raw, counts, overflow,
-            false_alarm_rate=opts.false_alarm_rate, match_false_alarm_rate=opts.match_false_alarm_rate,
+            softmax(val_logits, temperature),
+            val_raw,
+            counts,
+            overflow,
+            false_alarm_rate=opts.false_alarm_rate,
+            match_false_alarm_rate=opts.match_false_alarm_rate,
             fitted_on=f"{ds_name} val ({len(val_raw)} images, simulated manifest errors: "
             f"rate {opts.mismatch_rate}, k in {list(opts.mismatch_ks)}, seed {opts.seed})",
             **mm_kw,
         )
     active = decision or (card.decision.model_dump() if card.decision else None)
-    pe, argmax_alarm, is_mm = simulate_scores(probs, raw_true, counts, overflow, **mm_kw)
+    pe, _argmax_alarm, is_mm = simulate_scores(probs, raw_true, counts, overflow, **mm_kw)
     if active is not None:
         alarm = pe < active["mismatch_threshold"]
         match = pe >= active["match_threshold"]
@@ -348,19 +369,32 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
         tables["argmax"]["confusion"], counts, out / "confusion.png", f"{title} (argmax)", overflow
     ).name
     pngs["confusion_rmse_optimal"] = plots.plot_confusion(
-        tables["rmse_optimal"]["confusion"], counts, out / "confusion_rmse_optimal.png",
-        f"{title} (RMSE-optimal decoding)", overflow,
+        tables["rmse_optimal"]["confusion"],
+        counts,
+        out / "confusion_rmse_optimal.png",
+        f"{title} (RMSE-optimal decoding)",
+        overflow,
     ).name
     pngs["reliability"] = plots.plot_reliability(
-        {"T = 1 (uncalibrated)": calib["reliability_uncalibrated"], f"T = {temperature:.3f}": calib["reliability"]},
-        out / "reliability.png", f"reliability, {title}",
+        {
+            "T = 1 (uncalibrated)": calib["reliability_uncalibrated"],
+            f"T = {temperature:.3f}": calib["reliability"],
+        },
+        out / "reliability.png",
+        f"reliability, {title}",
     ).name
     am = mismatch["rules"]["argmax"]
     pngs["mismatch_roc"] = plots.plot_roc(
-        pe, is_mm, out / "mismatch_roc.png", (am["false_alarm_rate"], am["recall"]), f"mismatch detection, {title}"
+        pe,
+        is_mm,
+        out / "mismatch_roc.png",
+        (am["false_alarm_rate"], am["recall"]),
+        f"mismatch detection, {title}",
     ).name
     if (run / "metrics.csv").is_file():
-        lc = plots.plot_learning_curves(run / "metrics.csv", out / "learning_curves.png", f"training of {card.name}")
+        lc = plots.plot_learning_curves(
+            run / "metrics.csv", out / "learning_curves.png", f"training of {card.name}"
+        )
         if lc is not None:
             pngs["learning_curves"] = lc.name
 
@@ -403,9 +437,13 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
         entries = _split_file_entries(opts, split)
         if entries is not None and entries != len(preds):
             log.warning(
-                "%d of %d split-file entries are missing from %s: counting_result.txt has the %d present ones, "
-                "and abid_challenge's evaluate.py pairs lines by position, so score it with this tool's numbers",
-                entries - len(preds), entries, opts.data, len(preds),
+                "%d of %d split-file entries are missing from %s: counting_result.txt has the %d present "
+                "ones, and abid_challenge's evaluate.py pairs lines by position, so score it with this "
+                "tool's numbers",
+                entries - len(preds),
+                entries,
+                opts.data,
+                len(preds),
             )
         result["park_results"] = {
             "file": str(write_park_results(Path(opts.park_results), preds)),
@@ -426,15 +464,20 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
             accuracy=argmax["accuracy"],
             rmse=argmax["rmse"],
             mae=argmax["mae"],
-            per_class_accuracy={k: v["accuracy"] for k, v in argmax["per_class"].items() if v["accuracy"] is not None},
+            per_class_accuracy={
+                k: v["accuracy"] for k, v in argmax["per_class"].items() if v["accuracy"] is not None
+            },
             ece=calib["ece"],
             ece_uncalibrated=calib["ece_uncalibrated"],
             model="pytorch",
             is_synthetic=synthetic,
         )
         _update_card(
-            run, card, metrics_entry=entry,
-            temperature=temperature if val_logits is not None else None, decision=decision,
+            run,
+            card,
+            metrics_entry=entry,
+            temperature=temperature if val_logits is not None else None,
+            decision=decision,
         )
     result["out"] = str(out)
     return result

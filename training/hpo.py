@@ -72,7 +72,7 @@ def _redact(url: str) -> str:
         from sqlalchemy.engine import make_url
 
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - any unparsable URL is simply not echoed
+    except Exception:
         return url.split("@")[-1] if "@" in url else url
 
 
@@ -98,8 +98,8 @@ def _storage(url: str):
             return storages.RDBStorage(url, **kw)
     except ImportError as e:
         raise HpoError(
-            f"--storage {_redact(url)}: its database driver is missing ({e}); e.g. pip install psycopg2-binary "
-            "for postgresql+psycopg2://"
+            f"--storage {_redact(url)}: its database driver is missing ({e}); e.g. "
+            "pip install psycopg2-binary for postgresql+psycopg2://"
         ) from e
     except (optuna.exceptions.StorageInternalError, SQLAlchemyError, ValueError) as e:
         raise HpoError(
@@ -116,8 +116,18 @@ def suggest_train_args(trial, opts: HpoOptions) -> list[str]:
     batch = trial.suggest_categorical("batch_size", list(opts.batch_sizes))
     wd = trial.suggest_float("weight_decay", *opts.weight_decay_range, log=True)
     loss = trial.suggest_categorical("loss", list(opts.losses))
-    args = ["--arch", arch, "--optimizer", optimizer, "--lr", f"{lr:.6g}", "--batch-size", str(batch),
-            "--weight-decay", f"{wd:.6g}"]
+    args = [
+        "--arch",
+        arch,
+        "--optimizer",
+        optimizer,
+        "--lr",
+        f"{lr:.6g}",
+        "--batch-size",
+        str(batch),
+        "--weight-decay",
+        f"{wd:.6g}",
+    ]
     if loss == "ordinal":
         args += ["--ordinal-lambda", f"{trial.suggest_float('ordinal_lambda', 0.02, 1.0, log=True):.6g}"]
     elif loss == "label_smoothing":
@@ -142,14 +152,29 @@ def _check(opts: HpoOptions) -> None:
     names = set(available_archs())
     bad = [a for a in opts.archs if a not in names]
     if bad:
-        raise HpoError(f"unknown architecture {bad[0]!r}: use torchvision classification model names (e.g. resnet18)")
+        raise HpoError(
+            f"unknown architecture {bad[0]!r}: use torchvision classification model names (e.g. resnet18)"
+        )
     if not Path(opts.data).is_dir():
         raise HpoError(f"--data {opts.data}: no such folder")
-    reserved = {"--data", "--cache", "--out", "--epochs", "--arch", "--lr", "--batch-size", "--weight-decay",
-                "--optimizer", "--select-by", "--resume"}
+    reserved = {
+        "--data",
+        "--cache",
+        "--out",
+        "--epochs",
+        "--arch",
+        "--lr",
+        "--batch-size",
+        "--weight-decay",
+        "--optimizer",
+        "--select-by",
+        "--resume",
+    }
     clash = [a for a in opts.train_args if a.split("=", 1)[0] in reserved]
     if clash:
-        raise HpoError(f"train option {clash[0]} is set by hpo itself; leave it out of the pass-through options")
+        raise HpoError(
+            f"train option {clash[0]} is set by hpo itself; leave it out of the pass-through options"
+        )
 
 
 def _data_flag(data: Path) -> list[str]:
@@ -163,8 +188,15 @@ def _write_trials_csv(study, path: Path) -> None:
         w = csv.writer(f)
         w.writerow(["number", "state", "value", "epochs_reported", *names])
         for t in study.trials:
-            w.writerow([t.number, t.state.name, "" if t.value is None else t.value, len(t.intermediate_values),
-                        *[t.params.get(k, "") for k in names]])
+            w.writerow(
+                [
+                    t.number,
+                    t.state.name,
+                    "" if t.value is None else t.value,
+                    len(t.intermediate_values),
+                    *[t.params.get(k, "") for k in names],
+                ]
+            )
     os.replace(tmp, path)
 
 
@@ -191,13 +223,20 @@ def run_hpo(
     url = opts.storage or default_storage(out)
     direction = "maximize" if opts.metric == "accuracy" else "minimize"
     pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=opts.prune_startup_trials, n_warmup_steps=opts.prune_warmup_epochs)
-        if opts.prune else optuna.pruners.NopPruner()
+        optuna.pruners.MedianPruner(
+            n_startup_trials=opts.prune_startup_trials, n_warmup_steps=opts.prune_warmup_epochs
+        )
+        if opts.prune
+        else optuna.pruners.NopPruner()
     )
     try:
         study = optuna.create_study(
-            study_name=opts.study_name, storage=_storage(url), direction=direction, pruner=pruner,
-            sampler=optuna.samplers.TPESampler(seed=opts.seed), load_if_exists=True,
+            study_name=opts.study_name,
+            storage=_storage(url),
+            direction=direction,
+            pruner=pruner,
+            sampler=optuna.samplers.TPESampler(seed=opts.seed),
+            load_if_exists=True,
         )
     except ValueError as e:  # e.g. an existing study with the other direction
         raise HpoError(f"study {opts.study_name!r} in {_redact(url)}: {e}") from e
@@ -205,8 +244,19 @@ def run_hpo(
     def objective(trial: optuna.Trial) -> float:
         run = out / f"trial-{trial.number:04d}"
         sampled = suggest_train_args(trial, opts)
-        argv = [*_data_flag(opts.data), "--out", str(run), "--epochs", str(opts.epochs), "--select-by", opts.metric,
-                "--exist-ok", "--no-progress", *sampled, *opts.train_args]
+        argv = [
+            *_data_flag(opts.data),
+            "--out",
+            str(run),
+            "--epochs",
+            str(opts.epochs),
+            "--select-by",
+            opts.metric,
+            "--exist-ok",
+            "--no-progress",
+            *sampled,
+            *opts.train_args,
+        ]
         trial.set_user_attr("train_args", sampled + list(opts.train_args))
         trial.set_user_attr("run", str(run))
 
@@ -232,7 +282,10 @@ def run_hpo(
     import torch
 
     study.optimize(
-        objective, n_trials=opts.trials, timeout=opts.timeout, callbacks=[callback],
+        objective,
+        n_trials=opts.trials,
+        timeout=opts.timeout,
+        callbacks=[callback],
         catch=(TrainError, torch.OutOfMemoryError),
     )
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -254,9 +307,23 @@ def run_hpo(
         "val": best.user_attrs.get("val"),
         "run": best.user_attrs.get("run"),
         "train_args": train_args,
-        "command": " ".join(["binwatch", "train", *_data_flag(opts.data), "--epochs", str(opts.epochs),
-                             "--select-by", opts.metric, *train_args, "--out", "RUN"]),
-        "trials": {s: sum(1 for t in study.trials if t.state.name == s) for s in ("COMPLETE", "PRUNED", "FAIL")},
+        "command": " ".join(
+            [
+                "binwatch",
+                "train",
+                *_data_flag(opts.data),
+                "--epochs",
+                str(opts.epochs),
+                "--select-by",
+                opts.metric,
+                *train_args,
+                "--out",
+                "RUN",
+            ]
+        ),
+        "trials": {
+            s: sum(1 for t in study.trials if t.state.name == s) for s in ("COMPLETE", "PRUNED", "FAIL")
+        },
     }
     tmp = out / ".best.yaml.tmp"
     tmp.write_text(yaml.safe_dump(best_info, sort_keys=False), encoding="utf-8")
@@ -266,7 +333,13 @@ def run_hpo(
         for t in study.trials:
             run = t.user_attrs.get("run")
             done = t.state.is_finished()  # never touch a trial another worker is still running
-            if done and t.number != best.number and run and Path(run).parent.resolve() == out.resolve() and Path(run).is_dir():
+            if (
+                done
+                and t.number != best.number
+                and run
+                and Path(run).parent.resolve() == out.resolve()
+                and Path(run).is_dir()
+            ):
                 shutil.rmtree(run, ignore_errors=True)
     best_info["out"] = str(out)
     return best_info

@@ -34,22 +34,32 @@ def _list(text: str, kind: type, flag: str) -> list:
 )
 def hpo_cmd(
     ctx: typer.Context,
-    data: Path = typer.Option(..., "--data", help="ABID-layout folder or prepared cache (as for binwatch train)."),
+    data: Path = typer.Option(
+        ..., "--data", help="ABID-layout folder or prepared cache (as for binwatch train)."
+    ),
     trials: int = typer.Option(..., "--trials", min=1, help="Trials to run in this process."),
     storage: Optional[str] = typer.Option(
-        None, "--storage", help="Optuna storage URL (default sqlite:///OUT/hpo.db); a PostgreSQL URL lets many "
+        None,
+        "--storage",
+        help="Optuna storage URL (default sqlite:///OUT/hpo.db); a PostgreSQL URL lets many "
         "workers share one study.",
     ),
     study_name: str = typer.Option("binwatch", "--study-name", help="Study to create or join."),
     epochs: int = typer.Option(10, "--epochs", min=1, help="Epochs per trial."),
     out: Path = typer.Option(Path("hpo"), "--out", help="Folder for trial runs, trials.csv, best.yaml."),
-    metric: str = typer.Option("accuracy", "--metric", help="Validation metric to optimise: accuracy | rmse."),
-    archs: str = typer.Option("resnet18", "--archs", help="Architectures to choose from, e.g. resnet18,resnet34."),
+    metric: str = typer.Option(
+        "accuracy", "--metric", help="Validation metric to optimise: accuracy | rmse."
+    ),
+    archs: str = typer.Option(
+        "resnet18", "--archs", help="Architectures to choose from, e.g. resnet18,resnet34."
+    ),
     batch_sizes: str = typer.Option("32,64,128", "--batch-sizes", help="Batch sizes to choose from."),
     optimizers: str = typer.Option("sgd,adamw", "--optimizers", help="Optimizers to choose from."),
     losses: str = typer.Option("ce,ordinal,label_smoothing", "--losses", help="Losses to choose from."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampler seed (default: random)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting trials after this many seconds."),
+    timeout: Optional[float] = typer.Option(
+        None, "--timeout", help="Stop starting trials after this many seconds."
+    ),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Median pruning on per-epoch validation."),
     keep: str = typer.Option("best", "--keep", help="Trial run folders to keep at the end: best | all."),
 ) -> None:
@@ -63,10 +73,22 @@ def hpo_cmd(
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     opts = HpoOptions(
-        data=data, trials=trials, out=out, storage=storage, study_name=study_name, epochs=epochs, metric=metric,
-        archs=_list(archs, str, "--archs"), batch_sizes=_list(batch_sizes, int, "--batch-sizes"),
-        optimizers=_list(optimizers, str, "--optimizers"), losses=_list(losses, str, "--losses"), seed=seed,
-        timeout=timeout, prune=prune, keep=keep, train_args=list(ctx.args),
+        data=data,
+        trials=trials,
+        out=out,
+        storage=storage,
+        study_name=study_name,
+        epochs=epochs,
+        metric=metric,
+        archs=_list(archs, str, "--archs"),
+        batch_sizes=_list(batch_sizes, int, "--batch-sizes"),
+        optimizers=_list(optimizers, str, "--optimizers"),
+        losses=_list(losses, str, "--losses"),
+        seed=seed,
+        timeout=timeout,
+        prune=prune,
+        keep=keep,
+        train_args=list(ctx.args),
     )
     console = Console()
 

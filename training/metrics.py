@@ -95,7 +95,9 @@ def head_counts(true_counts: Sequence[int], counts: Sequence[int], overflow: boo
     return t
 
 
-def confusion_matrix(true_counts: Sequence[int], pred_counts: Sequence[int], counts: Sequence[int]) -> np.ndarray:
+def confusion_matrix(
+    true_counts: Sequence[int], pred_counts: Sequence[int], counts: Sequence[int]
+) -> np.ndarray:
     """Rows = true count, columns = predicted count, both in ``counts`` order.
 
     Predictions that are not one of ``counts`` (possible with RMSE-optimal decoding on a head with

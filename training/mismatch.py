@@ -71,7 +71,7 @@ def simulate_manifests(
     rng = np.random.default_rng(seed)
     n = len(t)
     is_mismatch = np.zeros(n, dtype=bool)
-    is_mismatch[rng.permutation(n)[: int(round(rate * n))]] = True
+    is_mismatch[rng.permutation(n)[: round(rate * n)]] = True
     shifts = np.array(sorted({s * int(k) for k in ks for s in (-1, 1)}), dtype=np.int64)
     cand = t[:, None] + shifts[None, :]
     valid = cand >= 0
@@ -86,7 +86,9 @@ def simulate_manifests(
     return expected, is_mismatch
 
 
-def p_expected(probs: np.ndarray, expected: Sequence[int], counts: Sequence[int], overflow: bool) -> np.ndarray:
+def p_expected(
+    probs: np.ndarray, expected: Sequence[int], counts: Sequence[int], overflow: bool
+) -> np.ndarray:
     """``P(count = expected)`` per row: the expected count's class, or the overflow class beyond the
     head; 0 for a count the head cannot express."""
     p = np.asarray(probs, dtype=np.float64)

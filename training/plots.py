@@ -16,12 +16,16 @@ log = logging.getLogger(__name__)
 __all__ = ["plot_confusion", "plot_learning_curves", "plot_reliability", "plot_roc", "read_metrics_csv"]
 
 
-def _figure(w: float = 5.0, h: float = 4.0):
+def _figure(w: float = 5.0, h: float = 4.0, **adjust: float):
+    """A figure with fixed margins (a layout engine would cost more than the drawing itself)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(w, h), dpi=110, layout="constrained")
+    fig = Figure(figsize=(w, h), dpi=100)
     FigureCanvasAgg(fig)
+    margins = {"left": 0.8 / w, "right": 1 - 0.25 / w, "bottom": 0.6 / h, "top": 1 - 0.4 / h}
+    margins.update(adjust)
+    fig.subplots_adjust(**margins)
     return fig
 
 
@@ -29,13 +33,17 @@ def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, format="png")
+    fig.savefig(tmp, format="png", pil_kwargs={"compress_level": 3})
     tmp.replace(path)
     return path
 
 
 def plot_confusion(
-    confusion: Sequence[Sequence[int]], counts: Sequence[int], path: Path, title: str = "", overflow: bool = False
+    confusion: Sequence[Sequence[int]],
+    counts: Sequence[int],
+    path: Path,
+    title: str = "",
+    overflow: bool = False,
 ) -> Path:
     """Row-normalised confusion matrix (true count down, predicted across) with raw counts printed."""
     m = np.asarray(confusion, dtype=np.float64)
@@ -44,13 +52,21 @@ def plot_confusion(
     labels = [str(c) for c in counts]
     if overflow and labels:
         labels[-1] += "+"
-    fig = _figure(1.2 + 0.55 * len(counts), 1.0 + 0.5 * len(counts))
+    w, h = 2.2 + 0.55 * len(counts), 1.5 + 0.5 * len(counts)
+    fig = _figure(w, h, right=1 - 1.0 / w)
     ax = fig.add_subplot()
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=8,
-                    color="white" if frac[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(m[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if frac[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted count")
@@ -65,9 +81,13 @@ def plot_reliability(curves: dict[str, dict[str, Any]], path: Path, title: str =
     fig = _figure(5.0, 4.2)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
-    for (name, r), marker in zip(curves.items(), "os^v"):
-        conf = [c for c, a in zip(r["confidence"], r["accuracy"]) if c is not None and a is not None]
-        acc = [a for c, a in zip(r["confidence"], r["accuracy"]) if c is not None and a is not None]
+    for (name, r), marker in zip(curves.items(), "os^v", strict=False):
+        pairs = [
+            (c, a)
+            for c, a in zip(r["confidence"], r["accuracy"], strict=True)
+            if c is not None and a is not None
+        ]
+        conf, acc = [c for c, _ in pairs], [a for _, a in pairs]
         ax.plot(conf, acc, marker=marker, ms=4, label=f"{name} (ECE {r['ece']:.3f})")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -144,9 +164,10 @@ def plot_learning_curves(metrics_csv: Path, path: Path, title: str = "") -> Opti
             panels.append((label, names))
     if not panels:
         return None
-    fig = _figure(4.0 * len(panels), 3.4)
+    w = 4.0 * len(panels)
+    fig = _figure(w, 3.4, left=0.7 / w, wspace=0.3, top=0.82 if title else 0.9)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (label, names) in zip(axes, panels):
+    for ax, (label, names) in zip(axes, panels, strict=False):
         for k in names:
             ax.plot(x, cols[k], marker=".", label=k)
         ax.set_xlabel(x_name)

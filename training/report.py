@@ -67,15 +67,22 @@ def _banner(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_report(r: dict[str, Any]) -> str:  # noqa: C901 - one linear document
-    L: list[str] = [f"# Evaluation: {r['model']['name']} v{r['model']['version']} on {r['dataset']} / {r['split']}", ""]
+def render_report(r: dict[str, Any]) -> str:
+    L: list[str] = [
+        f"# Evaluation: {r['model']['name']} v{r['model']['version']} on {r['dataset']} / {r['split']}",
+        "",
+    ]
     banner = _banner(r)
     if banner:
         L += [*banner, ""]
     L += [
         f"- run: `{r['run']}` ({r['model']['arch']})",
         f"- data: `{r['dataset_id']}`; split: **{r['split']}** ({r['split_how']}); {r['n']} images"
-        + (f"; {r['excluded_beyond_head']} left out (count beyond the head {r['counts']})" if r["excluded_beyond_head"] else ""),
+        + (
+            f"; {r['excluded_beyond_head']} left out (count beyond the head {r['counts']})"
+            if r["excluded_beyond_head"]
+            else ""
+        ),
         f"- head counts {r['counts']}" + (" (last = that many or more)" if r["overflow"] else ""),
         f"- temperature {r['temperature']:.4f} ({r['calibration']['source']})",
         "",
@@ -90,22 +97,54 @@ def render_report(r: dict[str, Any]) -> str:  # noqa: C901 - one linear document
     what = "synthetic (pipeline check)" if r["is_synthetic"] else r["dataset"]
     for how, label in (("argmax", "argmax"), ("rmse_optimal", "RMSE-optimal")):
         t = r["decodings"][how]
-        rows.append([f"**this model**, {label}", f"{what} / {r['split']}", str(t["n"]), _pct(t["accuracy"]),
-                     _num(t["rmse"]), _num(t["mae"])])
+        rows.append(
+            [
+                f"**this model**, {label}",
+                f"{what} / {r['split']}",
+                str(t["n"]),
+                _pct(t["accuracy"]),
+                _num(t["rmse"]),
+                _num(t["mae"]),
+            ]
+        )
     if r.get("decodings_tta_flip"):
         for how, label in (("argmax", "argmax"), ("rmse_optimal", "RMSE-optimal")):
             t = r["decodings_tta_flip"][how]
-            rows.append([f"this model + flip TTA, {label}", f"{what} / {r['split']}", str(t["n"]),
-                         _pct(t["accuracy"]), _num(t["rmse"]), _num(t["mae"])])
+            rows.append(
+                [
+                    f"this model + flip TTA, {label}",
+                    f"{what} / {r['split']}",
+                    str(t["n"]),
+                    _pct(t["accuracy"]),
+                    _num(t["rmse"]),
+                    _num(t["mae"]),
+                ]
+            )
     b = r.get("baseline")
     if b:
         for name, m in b.get("models", {}).items():
             tag = " (synthetic, pipeline check)" if b.get("is_synthetic") else ""
-            rows.append([f"classical baseline: {name}", f"{b.get('dataset', '?')} / {b.get('split', '?')}{tag}",
-                         str(m.get("n", "-")), _pct(m.get("accuracy")), _num(m.get("rmse")), _num(m.get("mae"))])
+            rows.append(
+                [
+                    f"classical baseline: {name}",
+                    f"{b.get('dataset', '?')} / {b.get('split', '?')}{tag}",
+                    str(m.get("n", "-")),
+                    _pct(m.get("accuracy")),
+                    _num(m.get("rmse")),
+                    _num(m.get("mae")),
+                ]
+            )
     for ref in PUBLISHED_REFERENCES:
-        rows.append([f"*published reference*: {ref['model']}", ref["data"], "-", _pct(ref["accuracy"]),
-                     _num(ref["rmse"], 2 if ref["rmse"] == round(ref["rmse"], 2) else 3), "-"])
+        rows.append(
+            [
+                f"*published reference*: {ref['model']}",
+                ref["data"],
+                "-",
+                _pct(ref["accuracy"]),
+                _num(ref["rmse"], 2 if ref["rmse"] == round(ref["rmse"], 2) else 3),
+                "-",
+            ]
+        )
     L += _table(["model", "data / split", "n", "accuracy", "RMSE", "MAE"], rows)
     L += ["", "Published references are quoted from their authors, not measured by binwatch.", ""]
 
@@ -115,16 +154,41 @@ def render_report(r: dict[str, Any]) -> str:  # noqa: C901 - one linear document
     for c in (str(x) for x in r["counts"]):
         a, o = r["decodings"]["argmax"]["per_class"][c], r["decodings"]["rmse_optimal"]["per_class"][c]
         label = c + ("+" if r["overflow"] and c == str(r["counts"][-1]) else "")
-        rows.append([label, str(a["n"]), _pct(a["accuracy"]), _num(a["rmse"]), _pct(o["accuracy"]), _num(o["rmse"]),
-                     _pct(ref_pc.get(c))])
-    L += _table(["true count", "n", "accuracy (argmax)", "RMSE (argmax)", "accuracy (RMSE-opt.)",
-                 "RMSE (RMSE-opt.)", "abid_challenge ResNet34 (published)"], rows)
+        rows.append(
+            [
+                label,
+                str(a["n"]),
+                _pct(a["accuracy"]),
+                _num(a["rmse"]),
+                _pct(o["accuracy"]),
+                _num(o["rmse"]),
+                _pct(ref_pc.get(c)),
+            ]
+        )
+    L += _table(
+        [
+            "true count",
+            "n",
+            "accuracy (argmax)",
+            "RMSE (argmax)",
+            "accuracy (RMSE-opt.)",
+            "RMSE (RMSE-opt.)",
+            "abid_challenge ResNet34 (published)",
+        ],
+        rows,
+    )
     L += ["", "### Confusion matrix (argmax; rows true, columns predicted)", ""]
     cm = r["decodings"]["argmax"]["confusion"]
-    L += _table(["true \\ pred", *[str(c) for c in r["counts"]]],
-                [[str(c), *[str(v) for v in row]] for c, row in zip(r["counts"], cm)])
-    L += ["", f"![confusion matrix]({r['plots']['confusion']})",
-          f"![confusion matrix, RMSE-optimal]({r['plots']['confusion_rmse_optimal']})", ""]
+    L += _table(
+        ["true \\ pred", *[str(c) for c in r["counts"]]],
+        [[str(c), *[str(v) for v in row]] for c, row in zip(r["counts"], cm, strict=False)],
+    )
+    L += [
+        "",
+        f"![confusion matrix]({r['plots']['confusion']})",
+        f"![confusion matrix, RMSE-optimal]({r['plots']['confusion_rmse_optimal']})",
+        "",
+    ]
 
     cal = r["calibration"]
     L += [
@@ -134,10 +198,13 @@ def render_report(r: dict[str, Any]) -> str:  # noqa: C901 - one linear document
         f"({cal['source']}). Expected calibration error (15 equal-width confidence bins) on this split:",
         "",
     ]
-    L += _table(["", "ECE", "NLL"], [
-        ["uncalibrated (T = 1)", _num(cal["ece_uncalibrated"], 4), _num(cal["nll_uncalibrated"], 4)],
-        [f"calibrated (T = {cal['temperature']:.3f})", _num(cal["ece"], 4), _num(cal["nll"], 4)],
-    ])
+    L += _table(
+        ["", "ECE", "NLL"],
+        [
+            ["uncalibrated (T = 1)", _num(cal["ece_uncalibrated"], 4), _num(cal["nll_uncalibrated"], 4)],
+            [f"calibrated (T = {cal['temperature']:.3f})", _num(cal["ece"], 4), _num(cal["nll"], 4)],
+        ],
+    )
     if r["split"] == "val" and "fitted on the validation" in cal["source"]:
         L += ["", "T was fitted on this same split, so the calibrated row is in-sample."]
     L += ["", f"![reliability diagram]({r['plots']['reliability']})", ""]
@@ -156,10 +223,12 @@ def render_report(r: dict[str, Any]) -> str:  # noqa: C901 - one linear document
     pe, am = mm["rules"]["p_expected"], mm["rules"]["argmax"]
     hdr = ["rule", "AUROC"]
     row_pe, row_am = ["p_expected < t", _num(pe["auroc"])], ["argmax != expected", _num(am["auroc"])]
-    for op_pe, op_am in zip(pe["operating_points"], am["operating_points"]):
+    for op_pe, op_am in zip(pe["operating_points"], am["operating_points"], strict=False):
         a = op_pe["target_false_alarm_rate"]
         hdr.append(f"recall at {100 * a:g}% false alarms")
-        row_pe.append(f"{_pct(op_pe['recall'])} (t = {op_pe['threshold']:.4g}, FA {_pct(op_pe['false_alarm_rate'])})")
+        row_pe.append(
+            f"{_pct(op_pe['recall'])} (t = {op_pe['threshold']:.4g}, FA {_pct(op_pe['false_alarm_rate'])})"
+        )
         row_am.append(_pct(op_am["recall"]) + ("" if am["false_alarm_rate"] <= a else " (own FA too high)"))
     hdr.append("own operating point")
     row_pe.append("-")
@@ -167,30 +236,57 @@ def render_report(r: dict[str, Any]) -> str:  # noqa: C901 - one linear document
     L += _table(hdr, [row_pe, row_am])
     same = mm.get("p_expected_at_argmax_false_alarm_rate")
     if same:
-        L += ["", f"At the argmax rule's own false-alarm rate ({_pct(am['false_alarm_rate'])}), the p_expected rule "
-              f"has recall {_pct(same['recall'])} (threshold {same['threshold']:.4g}) against {_pct(am['recall'])}."]
+        L += [
+            "",
+            f"At the argmax rule's own false-alarm rate ({_pct(am['false_alarm_rate'])}), the p_expected "
+            f"rule has recall {_pct(same['recall'])} (threshold {same['threshold']:.4g}) against "
+            f"{_pct(am['recall'])}.",
+        ]
     at = mm.get("at_card_thresholds")
     if at:
-        L += ["", f"Card thresholds ({at['source']}): mismatch below {at['mismatch_threshold']:.4g}, match from "
-              f"{at['match_threshold']:.4g}. On this split they give false-alarm rate {_pct(at['false_alarm_rate'])}, "
-              f"recall {_pct(at['recall'])}, {_pct(at['uncertain_share'])} of bins uncertain."]
+        L += [
+            "",
+            f"Card thresholds ({at['source']}): mismatch below {at['mismatch_threshold']:.4g}, match from "
+            f"{at['match_threshold']:.4g}. On this split they give false-alarm rate "
+            f"{_pct(at['false_alarm_rate'])}, recall {_pct(at['recall'])}, "
+            f"{_pct(at['uncertain_share'])} of bins uncertain.",
+        ]
     if r.get("decision"):
         d = r["decision"]
-        L += ["", f"Written to the card's `decision`: mismatch_threshold {d['mismatch_threshold']:.4g} (target "
-              f"false-alarm rate {_pct(d['false_alarm_rate'])}, recall {_pct(d['recall'])} on val), match_threshold "
-              f"{d['match_threshold']:.4g} (the threshold reaching the looser false-alarm rate; bins between the two "
-              "are uncertain and worth more frames). Fitted on: " + str(d.get("fitted_on")) + "."]
-    L += ["", "Scored one frame at a time; the agent fuses several frames per presentation.", "",
-          f"![mismatch ROC]({r['plots']['mismatch_roc']})", ""]
+        L += [
+            "",
+            f"Written to the card's `decision`: mismatch_threshold {d['mismatch_threshold']:.4g} (target "
+            f"false-alarm rate {_pct(d['false_alarm_rate'])}, recall {_pct(d['recall'])} on val), "
+            f"match_threshold {d['match_threshold']:.4g} (the threshold reaching the looser false-alarm "
+            "rate; bins between the two are uncertain and worth more frames). Fitted on: "
+            + str(d.get("fitted_on"))
+            + ".",
+        ]
+    L += [
+        "",
+        "Scored one frame at a time; the agent fuses several frames per presentation.",
+        "",
+        f"![mismatch ROC]({r['plots']['mismatch_roc']})",
+        "",
+    ]
 
     if "learning_curves" in r["plots"]:
         L += ["## Training curves", "", f"![learning curves]({r['plots']['learning_curves']})", ""]
     if r.get("park_results"):
         p = r["park_results"]
-        L += ["## abid_challenge submission file", "",
-              f"`{p['file']}`: {p['lines']} lines, one predicted count per line ({p['decoding']} decoding), in the "
-              "order of the split file." + (f" The split file has {p['split_file_entries']} entries: lines pair with "
-              "entries only when every image was present." if p.get("split_file_entries") not in (None, p["lines"]) else ""), ""]
+        L += [
+            "## abid_challenge submission file",
+            "",
+            f"`{p['file']}`: {p['lines']} lines, one predicted count per line ({p['decoding']} decoding), "
+            "in the order of the split file."
+            + (
+                f" The split file has {p['split_file_entries']} entries: lines pair with "
+                "entries only when every image was present."
+                if p.get("split_file_entries") not in (None, p["lines"])
+                else ""
+            ),
+            "",
+        ]
     return "\n".join(L).rstrip() + "\n"
 
 

@@ -369,7 +369,8 @@ def main(
     epoch_callback: Optional[Callable[[int, dict[str, Any]], None]] = None,
 ) -> dict[str, Any]:
     """Run a training; returns the final metrics (``val``/``test`` dicts from :func:`evaluate`,
-    ``best_epoch``, ``epochs_run``, ``run``, ``val_accuracy``, ``val_rmse``).
+    ``best_epoch``, ``epochs_run``, ``run``, ``val_accuracy``, ``val_rmse``, ``is_synthetic``) and
+    ``last_state_sha256``, this rank's hash of the last epoch's weights (equal on every DDP rank).
 
     ``args`` is a Namespace from :func:`get_args_parser`/:func:`parse_args` or an argv list.
     ``epoch_callback(epoch, row)`` runs after every epoch on every rank with the epoch's metrics row
@@ -400,7 +401,14 @@ def _run(args, info, epoch_callback) -> dict[str, Any]:
     from torch.nn.parallel import DistributedDataParallel
 
     from training import distributed
-    from training.checkpoint import get_rng_state, load_checkpoint, save_atomic, set_rng_state, sha256_file
+    from training.checkpoint import (
+        get_rng_state,
+        load_checkpoint,
+        save_atomic,
+        set_rng_state,
+        sha256_file,
+        state_dict_sha256,
+    )
     from training.dataset import save_splits_json
     from training.engine import CountLoss
     from training.model import build_model, freeze_backbone, set_backbone_eval
@@ -614,6 +622,7 @@ def _run(args, info, epoch_callback) -> dict[str, Any]:
             logger.close()
 
     # final: the best weights on val (and test), the card
+    last_sha = state_dict_sha256(raw_model.state_dict())  # per rank: DDP keeps them identical
     distributed.barrier(info)
     best_state = torch.load(run / "weights.pt", map_location=device, weights_only=True)
     raw_model.load_state_dict(best_state)
@@ -648,6 +657,9 @@ def _run(args, info, epoch_callback) -> dict[str, Any]:
         "val_accuracy": final["val"]["accuracy"],
         "val_rmse": final["val"]["rmse"],
         "is_synthetic": synthetic,
+        "rank": info.rank,
+        "world_size": info.world_size,
+        "last_state_sha256": last_sha,
     }
 
 

@@ -133,7 +133,7 @@ def test_watch_table(mosquitto: Mosquitto) -> None:
     code, out, err = w.finish()
     assert code == 0, err
     assert "bin-table-7" in out and "p(expected)" in out
-    assert "1 alert(s)" in err
+    assert "1 alert(s), 0 duplicate(s)" in out
 
 
 def test_watch_errors_name_the_cause(tmp_path: Path) -> None:

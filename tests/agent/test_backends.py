@@ -110,3 +110,35 @@ def test_tensorrt_builds_caches_and_matches_onnxruntime(tiny_bundle: Path, tmp_p
     again.load(tiny_bundle, card)
     assert not again.built  # from the cache
     again.close()
+
+
+def test_tensorrt_engine_cache_decision_without_tensorrt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cache check runs without TensorRT: a matching sidecar loads, any mismatch rebuilds."""
+    from export import engine_cache as ec
+
+    sha = "ab" * 32
+    key = ec.engine_cache_key(sha, "10.3.0", "8.7", "int8", (1, 4, 4))
+    engine = tmp_path / f"{key}.engine"
+    engine.write_bytes(b"plain engine bytes")
+    ec.write_sidecar(
+        engine,
+        ec.EngineSidecar(
+            trt_version="10.3.0",
+            compute_capability="8.7",
+            onnx_sha256=sha,
+            precision="int8",
+            batch_profile={"min": 1, "opt": 4, "max": 4},
+        ),
+    )
+    b = TensorRTBackend(engine_cache=tmp_path)
+    assert b._cached_engine(ec, engine, "10.3.0", "8.7", sha, "int8", (1, 4, 4)) == b"plain engine bytes"
+    caplog.set_level(logging.WARNING)
+    assert b._cached_engine(ec, engine, "10.4.0", "8.7", sha, "int8", (1, 4, 4)) is None
+    assert "running TensorRT 10.4.0" in caplog.text and "rebuilding" in caplog.text
+    assert b._cached_engine(ec, engine, "10.3.0", "7.2", sha, "int8", (1, 4, 4)) is None
+    assert b._cached_engine(ec, engine, "10.3.0", "8.7", sha, "int8", (1, 8, 8)) is None
+    ec.sidecar_path(engine).write_text("{broken")
+    assert b._cached_engine(ec, engine, "10.3.0", "8.7", sha, "int8", (1, 4, 4)) is None
+    assert b._cached_engine(ec, tmp_path / "missing.engine", "10.3.0", "8.7", sha, "int8", (1, 4, 4)) is None

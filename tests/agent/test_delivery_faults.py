@@ -201,10 +201,11 @@ class Child:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.lines.append(line.split())
+            if line.endswith("\n"):  # a line cut short by SIGKILL is not something the child finished
+                self.lines.append(line.split())
 
     def alerts(self) -> list[tuple[str, int, int]]:
-        return [(w[1], int(w[2]), int(w[3])) for w in list(self.lines) if w and w[0] == "ALERT"]
+        return [(w[1], int(w[2]), int(w[3])) for w in list(self.lines) if len(w) == 4 and w[0] == "ALERT"]
 
     def session(self) -> int | None:
         return next((int(w[1]) for w in list(self.lines) if w and w[0] == "CONNECTED"), None)
@@ -221,8 +222,17 @@ def test_sigkill_loses_nothing_will_says_offline_and_seq_continues(
     sub = Collector(mosquitto.url)
     first = Child(state_dir, mosquitto.url, n=100_000, interval=0.005, mode="hold")
     assert wait_until(lambda: len(first.alerts()) >= 40), first.log.read_text()
-    first.proc.send_signal(signal.SIGKILL)  # mid-stream: alerts in flight and waiting in the outbox
-    first.finish()
+    # Freeze the broker so PUBACKs stop: the in-flight window fills and a backlog builds up in the
+    # outbox; then kill the agent mid-stream and let the broker go on.
+    assert mosquitto.proc is not None
+    mosquitto.proc.send_signal(signal.SIGSTOP)
+    try:
+        n0 = len(first.alerts())
+        assert wait_until(lambda: len(first.alerts()) >= n0 + 30)
+        first.proc.send_signal(signal.SIGKILL)
+        first.finish()
+    finally:
+        mosquitto.proc.send_signal(signal.SIGCONT)
     s1 = first.session()
     assert s1 is not None
     # the broker publishes the last will: offline, same session as the dead connection

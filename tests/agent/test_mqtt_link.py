@@ -48,7 +48,11 @@ def agent(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Agent]:
     a.close()
 
 
-def test_alerts_arrive_qos1_in_order_and_outbox_drains(mosquitto: Mosquitto, agent: Agent) -> None:
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_alerts_arrive_qos1_in_order_and_outbox_drains(
+    mosquitto: Mosquitto, agent: Agent, protocol: str
+) -> None:
+    agent.link.cfg.protocol = protocol  # type: ignore[assignment]
     sub = Collector(mosquitto.url)
     agent.link.start()
     assert wait_until(lambda: agent.link.connected)
@@ -228,5 +232,98 @@ def test_password_file_and_wrong_credentials(tmp_path: Path) -> None:
         link.stop()
         ob.close()
         state.close()
+    finally:
+        broker.stop()
+
+
+def _tls_material(d: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def issue(
+        cn: str, key: ec.EllipticCurvePrivateKey, ca_key: ec.EllipticCurvePrivateKey, issuer: str, ca: bool
+    ) -> x509.Certificate:
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(name(issuer))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            b = b.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return b.sign(ca_key, hashes.SHA256())
+
+    files: dict[str, Path] = {}
+
+    def write(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        files[f"{stem}_cert"] = d / f"{stem}.pem"
+        files[f"{stem}_cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        files[f"{stem}_key"] = d / f"{stem}.key"
+        files[f"{stem}_key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    write("ca", issue("binwatch-test-ca", ca_key, ca_key, "binwatch-test-ca", True), ca_key)
+    for stem in ("server", "client"):
+        k = ec.generate_private_key(ec.SECP256R1())
+        write(stem, issue(f"binwatch-test-{stem}", k, ca_key, "binwatch-test-ca", False), k)
+    return files
+
+
+def test_mutual_tls(tmp_path: Path) -> None:
+    """mqtts:// with a CA, a client certificate and key against a mosquitto that requires one."""
+    tls = _tls_material(tmp_path)
+    broker = Mosquitto(tmp_path / "broker")
+    broker.conf.write_text(
+        broker.conf.read_text()
+        + f"cafile {tls['ca_cert']}\ncertfile {tls['server_cert']}\nkeyfile {tls['server_key']}\n"
+        "require_certificate true\n"
+    )
+    broker.start()
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    try:
+        ok = MqttConfig(
+            broker=url,
+            tls={"ca": tls["ca_cert"], "cert": tls["client_cert"], "key": tls["client_key"]},
+            reconnect_min_delay=0.1,
+            reconnect_max_delay=0.2,
+        )
+        no_cert = ok.model_copy(update={"tls": ok.tls.model_copy(update={"cert": None, "key": None})})
+        for cfg, should_connect in ((no_cert, False), (ok, True)):
+            state = AgentState(tmp_path / f"state-{should_connect}")
+            ob = Outbox(state.db_path)
+            link = MqttLink(cfg, TOPICS, ob, state)
+            link.enqueue_alert(make_alert())
+            link.start()
+            if should_connect:
+                assert wait_until(lambda link=link, ob=ob: ob.depth() == 0)  # type: ignore[misc]
+                assert link.counters.alerts_published == 1
+            else:
+                assert wait_until(lambda link=link: link.counters.connect_failures >= 2)  # type: ignore[misc]
+                assert ob.depth() == 1 and link.counters.connects == 0
+            link.stop()
+            ob.close()
+            state.close()
     finally:
         broker.stop()

@@ -276,3 +276,18 @@ def test_a_stuck_read_is_marked_stalled_and_its_thread_replaced() -> None:
         release.set()
         stop.set()
         mgr.join()
+
+
+def test_replay_of_real_abid_images_keeps_keys_verbatim(abid_sample: Path) -> None:
+    src = ReplaySource("abid", abid_sample)
+    src.open()
+    assert src.total == 578
+    first = src.read()
+    assert first.bin_id == "00001" and first.image.ndim == 3 and first.expected_qty is not None
+    from contract.abid import list_keys
+
+    unpadded = ReplaySource("abid", abid_sample, start=list_keys(abid_sample).index("121"))
+    unpadded.open()
+    f = unpadded.read()
+    assert f.bin_id == "121"  # the second naming family, never re-padded
+    assert f.jpeg != (abid_sample / "bin-images" / "00121.jpg").read_bytes()

@@ -102,8 +102,8 @@ def test_tar_bundle_verifies_and_refuses_unsafe_members(quantized, eval_data: Pa
     assert not (tmp_path.parent / "escape.txt").exists()
 
 
-def test_bundle_needs_int8_models_or_calib(run_dir: Path, quantized, tmp_path: Path) -> None:
-    shutil.copy(quantized[0] / "model.fp32.onnx", run_dir / "model.fp32.onnx")
+def test_bundle_needs_int8_models_or_calib(run_dir: Path, small_fp32: Path, tmp_path: Path) -> None:
+    shutil.copy(small_fp32, run_dir / "model.fp32.onnx")
     from export.artifacts import record_artifact
 
     record_artifact(

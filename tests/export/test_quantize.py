@@ -76,7 +76,7 @@ def test_cpu_int8_accuracy_within_one_point(quantized) -> None:
     run, report = quantized
     assert report["passed"] and report["written"]
     assert report["n_eval"] == 500
-    assert report["fp32_accuracy"] > 0.35  # the fixture model learned something (chance is 0.25)
+    assert report["fp32_accuracy"] > 0.3  # the fixture model learned something (6 classes: chance ~0.17)
     by_target = {t["target"]: t for t in report["targets"]}
     assert by_target["cpu"]["accuracy_drop"] <= 1.0
     assert by_target["tensorrt"]["accuracy_drop"] <= 1.0
@@ -91,12 +91,12 @@ def test_cpu_int8_accuracy_within_one_point(quantized) -> None:
 
 
 def test_accuracy_gate_fails_and_writes_nothing(
-    run_dir: Path, synth_train: Path, quantized, monkeypatch
+    run_dir: Path, calib_small: Path, small_fp32: Path, monkeypatch
 ) -> None:
     """A drop above --max-drop exits 1 and leaves the run untouched (the evaluation seam is faked)."""
     import export.quantize as q
 
-    shutil.copy(quantized[0] / "model.fp32.onnx", run_dir / "model.fp32.onnx")
+    shutil.copy(small_fp32, run_dir / "model.fp32.onnx")
 
     real = q.evaluate
 
@@ -108,7 +108,7 @@ def test_accuracy_gate_fails_and_writes_nothing(
     monkeypatch.setattr(q, "evaluate", worse)
     before = (run_dir / "card.json").read_bytes()
     res = invoke(
-        "export", "quantize", run_dir, "--calib", synth_train, "--n", "8", "--eval-n", "16", "--target", "cpu"
+        "export", "quantize", run_dir, "--calib", calib_small, "--n", "8", "--eval-n", "16", "--target", "cpu"
     )
     assert res.exit_code == 1, res.output
     assert "accuracy check failed" in res.output and "--force" in res.output
@@ -116,8 +116,8 @@ def test_accuracy_gate_fails_and_writes_nothing(
     assert before == (run_dir / "card.json").read_bytes()
 
 
-def test_undecodable_calibration_images_exit_2(run_dir: Path, tmp_path: Path, quantized) -> None:
-    shutil.copy(quantized[0] / "model.fp32.onnx", run_dir / "model.fp32.onnx")
+def test_undecodable_calibration_images_exit_2(run_dir: Path, tmp_path: Path, small_fp32: Path) -> None:
+    shutil.copy(small_fp32, run_dir / "model.fp32.onnx")
     bad = tmp_path / "bad"
     bad.mkdir()
     for i in range(3):
@@ -128,9 +128,9 @@ def test_undecodable_calibration_images_exit_2(run_dir: Path, tmp_path: Path, qu
     assert "Traceback" not in res.output
 
 
-def test_corrupt_onnx_exits_2(run_dir: Path, synth_train: Path) -> None:
+def test_corrupt_onnx_exits_2(run_dir: Path, calib_small: Path) -> None:
     (run_dir / "model.fp32.onnx").write_bytes(b"\x08\x07garbage" * 100)
-    res = invoke("export", "quantize", run_dir, "--calib", synth_train, "--n", "4")
+    res = invoke("export", "quantize", run_dir, "--calib", calib_small, "--n", "4")
     assert res.exit_code == 2, res.output
     assert "model.fp32.onnx is not a valid ONNX model" in res.output
 

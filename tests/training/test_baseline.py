@@ -27,7 +27,9 @@ def squares_dataset(root: Path, n: int, max_count: int = 2, seed: int = 0) -> Pa
     for i in range(n):
         count = i % (max_count + 1)
         img = np.full((64, 64, 3), 30, np.uint8) + rng.integers(0, 10, (64, 64, 3), dtype=np.uint8)
-        for y, x in rng.choice([(r, c) for r in range(0, 60, 16) for c in range(0, 60, 16)], count, replace=False):
+        for y, x in rng.choice(
+            [(r, c) for r in range(0, 60, 16) for c in range(0, 60, 16)], count, replace=False
+        ):
             img[y : y + 10, x : x + 10] = (200, 180, 160)
         key = f"{i + 1:05d}"
         cv2.imwrite(str(root / "bin-images" / f"{key}.jpg"), img)
@@ -42,7 +44,9 @@ def squares(tmp_path_factory) -> Path:
 
 def test_baseline_learns_and_uses_the_training_split(squares, tmp_path):
     out = tmp_path / "baseline.json"
-    r = run_baseline(squares, size=16, pca=20, models=("linear_svm", "rbf_svm", "logreg"), max_count=2, out=out)
+    r = run_baseline(
+        squares, size=16, pca=20, models=("linear_svm", "rbf_svm", "logreg"), max_count=2, out=out
+    )
     saved = json.loads(out.read_text())
     assert saved["models"].keys() == {"linear_svm", "rbf_svm", "logreg"}
     # same split as `binwatch train` makes by default (seeded 60/20/20 random split)
@@ -65,10 +69,15 @@ def test_baseline_follows_a_runs_splits_and_head(squares, tmp_path):
     run.mkdir()
     items, _ = items_from_dir(squares)
     keys = [it.key for it in items]
-    (run / "splits.json").write_text(json.dumps({"how": "test", "train": keys[:80], "val": keys[80:95], "test": []}))
+    (run / "splits.json").write_text(
+        json.dumps({"how": "test", "train": keys[:80], "val": keys[80:95], "test": []})
+    )
     card = ModelCard(
-        name="m", version=1, trained_from=TrainedFrom(run_id="run", data=str(squares)),
-        model=ModelSpec(arch="resnet18", num_classes=3), input=InputSpec(height=32, width=32),
+        name="m",
+        version=1,
+        trained_from=TrainedFrom(run_id="run", data=str(squares)),
+        model=ModelSpec(arch="resnet18", num_classes=3),
+        input=InputSpec(height=32, width=32),
         output=OutputSpec(counts=[0, 1, 2]),
     )
     save_card(card, run)
@@ -87,8 +96,22 @@ def test_baseline_errors_name_the_cause(squares, tmp_path):
 def test_baseline_cli(squares, tmp_path):
     runner = CliRunner()
     out = tmp_path / "b.json"
-    res = runner.invoke(app, ["baseline", "--data", str(squares), "--size", "16", "--pca", "10",
-                              "--max-count", "2", "--out", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "baseline",
+            "--data",
+            str(squares),
+            "--size",
+            "16",
+            "--pca",
+            "10",
+            "--max-count",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "linear_svm" in res.output and out.is_file()
     res = runner.invoke(app, ["baseline", "--data", str(tmp_path / "nope"), "--out", str(out)])

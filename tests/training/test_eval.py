@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from binwatch.cli import app
 from contract.card import load_card
+from tests.fixtures_train import synth_dir
 from tests.hw import ABID_SAMPLE, requires_shared_data
 from training.dataset import items_from_dir, load_splits_json, read_image
 from training.evaluate import EvalError, EvalOptions, run_eval
@@ -30,20 +31,10 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """(run, data): a tiny ResNet18 trained for 2 epochs on synthetic bins with counts 0..2."""
-    torch.set_num_threads(1)
-    from training.data.synth import synthesize
-    from training.train import main
-
-    root = tmp_path_factory.mktemp("evalrun")
-    data = root / "syn"
-    synthesize(data, 60, 2, seed=11, size=(64, 64), workers=1, progress=False)
-    run = root / "run"
-    main(["--data", str(data), "--out", str(run), "--epochs", "2", "--img-size", "32", "--max-count", "2",
-          "--batch-size", "8", "--workers", "0", "--no-progress", "--no-tensorboard", "--optimizer", "adamw"])
-    return run, data
+@pytest.fixture()
+def trained(trained_run) -> tuple[Path, Path]:
+    """(run, data): the session's ResNet18 trained on synthetic bins (tests/fixtures_train.py)."""
+    return trained_run, synth_dir(trained_run)
 
 
 @pytest.fixture()
@@ -69,22 +60,29 @@ def test_eval_report_plots_and_card(run_copy):
     r = run_eval(EvalOptions(run=run, data=data, tta_flip=True))
     out = Path(r["out"])
     assert out == run / "eval-syn"
-    for name in ("confusion.png", "confusion_rmse_optimal.png", "reliability.png", "mismatch_roc.png",
-                 "learning_curves.png"):
+    for name in (
+        "confusion.png",
+        "confusion_rmse_optimal.png",
+        "reliability.png",
+        "mismatch_roc.png",
+        "learning_curves.png",
+    ):
         assert (out / name).read_bytes()[:8] == PNG, name
     saved = json.loads((out / "metrics.json").read_text())
     report = (out / "report.md").read_text()
     assert "Pipeline check, not an ABID result" in report
-    assert "*published reference*: ResNet34 from scratch" in report and "55.67%" in report and "0.93" in report
+    assert (
+        "*published reference*: ResNet34 from scratch" in report and "55.67%" in report and "0.93" in report
+    )
     assert "56.20%" in report
 
-    # the numbers are those of the model on the run's test split, recomputed independently
+    # the numbers are those of the model on the run's validation split, recomputed independently
     items, _ = items_from_dir(data)
     splits, _ = load_splits_json(run / "splits.json", items)
-    keys = [it.key for it in splits["test"]]
-    true = np.array([it.count for it in splits["test"]])
+    keys = [it.key for it in splits["val"]]
+    true = np.array([it.count for it in splits["val"]])
     pred = predict_counts(run, keys, data)
-    assert saved["split"] == "test" and saved["n"] == len(keys)
+    assert saved["split"] == "val" and saved["n"] == len(keys)
     assert saved["decodings"]["argmax"]["accuracy"] == pytest.approx(np.mean(pred == true))
     assert saved["decodings"]["argmax"]["rmse"] == pytest.approx(np.sqrt(np.mean((pred - true) ** 2)))
     assert saved["decodings_tta_flip"]["argmax"]["n"] == len(keys)
@@ -93,32 +91,54 @@ def test_eval_report_plots_and_card(run_copy):
     card = load_card(run)
     assert card.output.temperature == pytest.approx(saved["temperature"])
     assert "validation split" in saved["calibration"]["source"]
+    assert "in-sample" in report  # T fitted and measured on the same split: said so
     assert card.decision is not None and card.decision.mismatch_threshold <= card.decision.match_threshold
     assert card.decision.false_alarm_rate == 0.01
-    entry = next(m for m in card.metrics if m.split == "test" and m.ece is not None)
+    entry = next(m for m in card.metrics if m.split == "val" and m.ece is not None)
     assert entry.ece == pytest.approx(saved["calibration"]["ece"])
     assert entry.ece_uncalibrated == pytest.approx(saved["calibration"]["ece_uncalibrated"])
     assert entry.is_synthetic and entry.accuracy == pytest.approx(np.mean(pred == true))
 
 
-def test_temperature_fitted_on_val_lowers_error_on_held_out_test(trained, tmp_path):
+def val_halves(run: Path, data: Path, tmp_path: Path) -> list[str]:
+    """Split files: the run's validation keys, first half as val, second half as test."""
+    items, _ = items_from_dir(data)
+    splits, _ = load_splits_json(run / "splits.json", items)
+    keys = [it.key for it in splits["val"]]
+    half = len(keys) // 2
+    (tmp_path / "a.json").write_text(json.dumps(keys[:half]))
+    (tmp_path / "b.json").write_text(json.dumps(keys[half:]))
+    return [f"val={tmp_path / 'a.json'}", f"test={tmp_path / 'b.json'}"]
+
+
+def test_temperature_fitted_on_val_lowers_error_on_held_out_data(trained, tmp_path):
     run, data = trained
-    r = run_eval(EvalOptions(run=run, data=data, split="test", out=tmp_path / "ev", update_card=False))
+    files = val_halves(run, data, tmp_path)
+    r = run_eval(EvalOptions(run=run, data=data, split_files=files, out=tmp_path / "ev", update_card=False))
+    assert r["split"] == "test"
     cal = r["calibration"]
-    assert cal["temperature"] != 1.0
+    assert "fitted on the validation split" in cal["source"] and cal["temperature"] != 1.0
     assert cal["nll"] < cal["nll_uncalibrated"]
-    assert cal["ece"] <= cal["ece_uncalibrated"]
+    assert cal["ece"] < cal["ece_uncalibrated"]
 
 
 def test_park_results_in_abid_challenge_format(trained, tmp_path):
     run, data = trained
     items, _ = items_from_dir(data)
-    chosen = items[::3][::-1]  # a split file in its own (reversed) order
+    chosen = items[::10][::-1]  # a split file in its own (reversed) order
     split = tmp_path / "counting_val.json"
     split.write_text(json.dumps([[int(it.key) - 1, it.count] for it in chosen]))
     park = tmp_path / "counting_result.txt"
-    r = run_eval(EvalOptions(run=run, data=data, split_files=[str(split)], park_results=park,
-                             out=tmp_path / "ev", update_card=False))
+    r = run_eval(
+        EvalOptions(
+            run=run,
+            data=data,
+            split_files=[str(split)],
+            park_results=park,
+            out=tmp_path / "ev",
+            update_card=False,
+        )
+    )
     lines = park.read_text().splitlines()
     assert len(lines) == len(chosen) and all(line.strip().isdigit() for line in lines)
     pred = np.array([int(line) for line in lines])
@@ -132,11 +152,33 @@ def test_park_results_in_abid_challenge_format(trained, tmp_path):
 def test_baseline_row_and_cli(trained, tmp_path):
     run, data = trained
     baseline = tmp_path / "baseline.json"
-    baseline.write_text(json.dumps({"dataset": "syn", "split": "test", "is_synthetic": True,
-                                    "models": {"logreg": {"n": 12, "accuracy": 0.5, "rmse": 0.8, "mae": 0.5}}}))
+    baseline.write_text(
+        json.dumps(
+            {
+                "dataset": "syn",
+                "split": "test",
+                "is_synthetic": True,
+                "models": {"logreg": {"n": 12, "accuracy": 0.5, "rmse": 0.8, "mae": 0.5}},
+            }
+        )
+    )
     runner = CliRunner()
-    res = runner.invoke(app, ["eval", str(run), "--data", str(data), "--out", str(tmp_path / "ev"),
-                              "--baseline", str(baseline), "--no-update-card"])
+    split_args = [a for f in val_halves(run, data, tmp_path) for a in ("--split-file", f)]
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            str(run),
+            "--data",
+            str(data),
+            *split_args,
+            "--out",
+            str(tmp_path / "ev"),
+            "--baseline",
+            str(baseline),
+            "--no-update-card",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "classical baseline: logreg" in (tmp_path / "ev" / "report.md").read_text()
     res = runner.invoke(app, ["eval", str(tmp_path / "no-run"), "--data", str(data)])

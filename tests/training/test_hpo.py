@@ -35,7 +35,14 @@ def tiny_bins(tmp_path_factory) -> Path:
 def test_trials_train_in_process_and_share_one_sqlite_study(tiny_bins, tmp_path):
     out = tmp_path / "hpo"
     opts = HpoOptions(
-        data=tiny_bins, trials=1, out=out, epochs=2, batch_sizes=(8,), seed=0, prune=False, train_args=TINY_TRAIN
+        data=tiny_bins,
+        trials=1,
+        out=out,
+        epochs=2,
+        batch_sizes=(8,),
+        seed=0,
+        prune=False,
+        train_args=TINY_TRAIN,
     )
     seen: list[tuple[int, str]] = []
     run_hpo(opts, on_trial=lambda n, state, v: seen.append((n, state)))
@@ -90,8 +97,14 @@ def test_median_pruner_stops_a_bad_trial(tmp_path):
         return {"val": {"accuracy": acc, "rmse": 1.0, "mae": 1.0, "n": 10}}
 
     opts = HpoOptions(
-        data=data, trials=3, out=tmp_path / "hpo", epochs=4, seed=0, prune_startup_trials=2,
-        prune_warmup_epochs=1, keep="all",
+        data=data,
+        trials=3,
+        out=tmp_path / "hpo",
+        epochs=4,
+        seed=0,
+        prune_startup_trials=2,
+        prune_warmup_epochs=1,
+        keep="all",
     )
     best = run_hpo(opts, train_main=fake_main)
     study = optuna.load_study(study_name="binwatch", storage=default_storage(tmp_path / "hpo"))

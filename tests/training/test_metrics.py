@@ -24,12 +24,17 @@ def abid_challenge_reference(pred: list[int], gt: list[int]) -> tuple[float, flo
     correct = np.zeros(6)
     dist = np.zeros(6)
     n = np.zeros(6)
-    for p, g in zip(pred, gt):
+    for p, g in zip(pred, gt, strict=False):
         correct[g] += int(p == g)
         dist[g] += (p - g) ** 2
         n[g] += 1
     with np.errstate(invalid="ignore"):
-        return correct.sum() / n.sum(), math.sqrt(dist.sum() / n.sum()), list(correct / n), list(np.sqrt(dist / n))
+        return (
+            correct.sum() / n.sum(),
+            math.sqrt(dist.sum() / n.sum()),
+            list(correct / n),
+            list(np.sqrt(dist / n)),
+        )
 
 
 def test_count_metrics_match_abid_challenge_definitions():
@@ -47,8 +52,8 @@ def test_count_metrics_match_abid_challenge_definitions():
         assert m["per_class"][str(c)]["rmse"] == pytest.approx(pc_rmse[c])
     cm = np.array(m["confusion"])
     assert cm.sum() == 500
-    assert np.trace(cm) == sum(p == g for p, g in zip(pred, gt))
-    assert cm[2, 4] == sum(1 for p, g in zip(pred, gt) if g == 2 and p == 4)
+    assert np.trace(cm) == sum(p == g for p, g in zip(pred, gt, strict=False))
+    assert cm[2, 4] == sum(1 for p, g in zip(pred, gt, strict=False) if g == 2 and p == 4)
 
 
 def test_empty_class_is_reported_as_none():

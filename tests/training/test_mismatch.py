@@ -91,7 +91,7 @@ def test_p_expected_rule_beats_argmax_where_false_alarms_are_scarce():
     # a ~58%-accurate model: the argmax rule flags a large share of correct manifests ...
     assert am["false_alarm_rate"] > 0.2
     # ... and, having no knob, meets a 1% or 5% false-alarm budget only by never alerting
-    for op_am, op_pe in zip(am["operating_points"], pe["operating_points"]):
+    for op_am, op_pe in zip(am["operating_points"], pe["operating_points"], strict=False):
         assert op_am["recall"] == 0.0
         assert op_pe["false_alarm_rate"] <= op_pe["target_false_alarm_rate"]
         assert op_pe["recall"] > 0.2

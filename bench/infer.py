@@ -1,0 +1,234 @@
+"""Inference speed: PyTorch eager FP32 vs ONNX Runtime FP32 / INT8-cpu / INT8-tensorrt, side by side.
+
+For each architecture (random-init weights: speed does not depend on training) the script exports
+the FP32 ONNX model, quantizes it for both targets (calibrated on a few random images), then measures
+on the CPU with the same thread count for every backend:
+
+- latency at batch 1 (median and p90 milliseconds),
+- throughput at batch 8 (images per second),
+
+interleaving the backends round by round so that load from other processes hits all of them alike.
+Everything is printed as ratios against PyTorch eager measured in the same run.
+
+    python bench/infer.py                      # resnet18, resnet34, resnet50 at 224, 2 threads
+    python bench/infer.py --archs resnet18 --threads 2 --rounds 7
+    python bench/infer.py --json results.json
+
+The INT8-tensorrt model is the Q/DQ model built for TensorRT; on a CPU it is expected to be no faster
+than FP32 (it is listed to show why the bundle carries a separate CPU model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+BACKENDS = ("pytorch-fp32", "ort-fp32", "ort-int8-cpu", "ort-int8-tensorrt")
+
+
+def _card(arch: str, size: int, num_classes: int):
+    from contract.card import InputSpec, ModelCard, ModelSpec, OutputSpec
+
+    return ModelCard(
+        name=f"bench-{arch}",
+        version=1,
+        model=ModelSpec(arch=arch, num_classes=num_classes),
+        input=InputSpec(height=size, width=size),
+        output=OutputSpec(counts=list(range(num_classes))),
+    )
+
+
+class _RandomReader:
+    def __init__(self, n: int, size: int, name: str, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.batches = [rng.standard_normal((1, 3, size, size)).astype(np.float32) for _ in range(n)]
+        self.name = name
+        self.i = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.i >= len(self.batches):
+            return None
+        self.i += 1
+        return {self.name: self.batches[self.i - 1]}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def prepare(arch: str, size: int, workdir: Path, calib_n: int) -> tuple[Any, dict[str, Path]]:
+    """(torch model, {backend: onnx path}) for one architecture."""
+    import torchvision
+
+    from export.onnx_export import export_model
+    from export.quantize import preprocess_for_quant, quantize_onnx
+
+    card = _card(arch, size, 6)
+    model = torchvision.models.get_model(arch, weights=None, num_classes=6).eval()
+    fp32 = export_model(model, card, workdir / f"{arch}.fp32.onnx")
+    pre = preprocess_for_quant(fp32, workdir / f"{arch}.pre.onnx")
+    cache = workdir / f"{arch}.calib.json"
+    paths = {"ort-fp32": fp32}
+    for target, backend in (("cpu", "ort-int8-cpu"), ("tensorrt", "ort-int8-tensorrt")):
+        out = workdir / f"{arch}.int8-{target}.onnx"
+        quantize_onnx(
+            pre, out, _RandomReader(calib_n, size, card.input.name), target, calibration_cache=cache
+        )
+        paths[backend] = out
+    return model, paths
+
+
+def runners(model: Any, paths: dict[str, Path], threads: int) -> dict[str, Callable[[np.ndarray], Any]]:
+    import onnxruntime as ort
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def torch_run(x: np.ndarray) -> Any:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x))
+
+    out: dict[str, Callable[[np.ndarray], Any]] = {"pytorch-fp32": torch_run}
+    for backend, path in paths.items():
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        out[backend] = lambda x, s=sess, n=name: s.run(None, {n: x})
+    return out
+
+
+def measure(
+    run: dict[str, Callable[[np.ndarray], Any]], size: int, rounds: int, iters1: int, iters8: int, warmup: int
+) -> dict[str, dict[str, float]]:
+    """Interleaved timing: every round runs each backend for a few iterations at batch 1 and 8."""
+    rng = np.random.default_rng(0)
+    x1 = rng.standard_normal((1, 3, size, size)).astype(np.float32)
+    x8 = rng.standard_normal((8, 3, size, size)).astype(np.float32)
+    lat: dict[str, list[float]] = {b: [] for b in run}
+    thr: dict[str, list[float]] = {b: [] for b in run}
+    for fn in run.values():
+        for _ in range(warmup):
+            fn(x1)
+        fn(x8)
+    for _ in range(rounds):
+        for b, fn in run.items():
+            for _ in range(iters1):
+                t = time.perf_counter()
+                fn(x1)
+                lat[b].append((time.perf_counter() - t) * 1e3)
+            t = time.perf_counter()
+            for _ in range(iters8):
+                fn(x8)
+            thr[b].append(8 * iters8 / (time.perf_counter() - t))
+    return {
+        b: {
+            "b1_median_ms": statistics.median(lat[b]),
+            "b1_p90_ms": float(np.percentile(lat[b], 90)),
+            "b8_img_per_s": statistics.median(thr[b]),
+        }
+        for b in run
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def report(arch: str, res: dict[str, dict[str, float]]) -> list[str]:
+    base = res["pytorch-fp32"]
+    ort32 = res["ort-fp32"]
+    lines = [
+        f"\n{arch} @ batch 1 latency / batch 8 throughput (ratios: speed-up vs PyTorch eager; vs ORT FP32)",
+        f"{'backend':<20}{'b1 ms':>9}{'p90':>8}{'x eager':>9}{'x ortfp32':>10}{'b8 img/s':>10}{'x eager':>9}",
+    ]
+    for b, r in res.items():
+        ms = r["b1_median_ms"]
+        lines.append(
+            f"{b:<20}{ms:>9.2f}{r['b1_p90_ms']:>8.2f}"
+            f"{base['b1_median_ms'] / ms:>9.2f}{ort32['b1_median_ms'] / ms:>10.2f}"
+            f"{r['b8_img_per_s']:>10.1f}{r['b8_img_per_s'] / base['b8_img_per_s']:>9.2f}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archs", default="resnet18,resnet34,resnet50", help="comma-separated torchvision names")
+    p.add_argument("--size", type=int, default=224, help="input height and width")
+    p.add_argument("--threads", type=int, default=2, help="threads for every backend")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    p.add_argument("--iters1", type=int, default=6, help="batch-1 runs per backend per round")
+    p.add_argument("--iters8", type=int, default=2, help="batch-8 runs per backend per round")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--calib-n", type=int, default=8, help="random calibration images")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args(argv)
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    load0 = os.getloadavg()
+    print(
+        f"CPU: {_cpu_name()} ({os.cpu_count()} logical), threads={args.threads}, size={args.size}, "
+        f"load average at start {load0[0]:.2f}",
+        flush=True,
+    )
+    results: dict[str, Any] = {"cpu": _cpu_name(), "threads": args.threads, "size": args.size, "archs": {}}
+    with tempfile.TemporaryDirectory(prefix="binwatch-bench-") as tmp:
+        for arch in [a.strip() for a in args.archs.split(",") if a.strip()]:
+            print(f"preparing {arch} (export + quantize) ...", flush=True)
+            model, paths = prepare(arch, args.size, Path(tmp), args.calib_n)
+            res = measure(
+                runners(model, paths, args.threads),
+                args.size,
+                args.rounds,
+                args.iters1,
+                args.iters8,
+                args.warmup,
+            )
+            results["archs"][arch] = res
+            print("\n".join(report(arch, res)), flush=True)
+            if arch == "resnet18":
+                r = res
+                s_eager = r["pytorch-fp32"]["b1_median_ms"] / r["ort-int8-cpu"]["b1_median_ms"]
+                s_ort = r["ort-fp32"]["b1_median_ms"] / r["ort-int8-cpu"]["b1_median_ms"]
+                ok = s_eager >= 4.0 and s_ort >= 2.5
+                print(
+                    f"goal (resnet18, batch 1): INT8-cpu {s_eager:.2f}x eager (>= 4) and "
+                    f"{s_ort:.2f}x ORT FP32 (>= 2.5): {'MET' if ok else 'NOT MET'}",
+                    flush=True,
+                )
+    load1 = os.getloadavg()
+    results["load_average"] = {"start": load0[0], "end": load1[0]}
+    print(
+        f"\nload average at end {load1[0]:.2f} "
+        f"(above {args.threads} means other processes competed for the CPU)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
