@@ -240,7 +240,8 @@ def check_config_cmd(
     )
     for cam in cfg.cameras:
         console.print(
-            f"  camera {cam.name}: {cam.resolved_kind} {display_source(cam.source)} (trigger {cam.resolved_trigger})",
+            f"  camera {cam.name}: {cam.resolved_kind} {display_source(cam.source)} "
+            f"(trigger {cam.resolved_trigger})",
             highlight=False,
         )
     console.print(

@@ -521,6 +521,12 @@ class MqttLink:
                 return
         with self._cond:
             self._connected = not conn.lost
+            # retained state changed while the snapshot above was being sent (it was remembered but
+            # not pushed, since we were not yet connected): send the newer values now
+            sent = dict(retained)
+            changed = [(t, v) for t, v in self._retained.items() if sent.get(t) != v]
+        for topic, (payload, qos) in changed:
+            self._send(conn, topic, payload, qos, True)
         next_stats = time.monotonic() + self.cfg.stats_interval_s
         drain_deadline: Optional[float] = None
         while True:

@@ -37,6 +37,16 @@ class Presentation:
     first_mono: Optional[float] = None  # capture time of its first frame (latency)
     replay_index: Optional[int] = None
     request_id: Optional[str] = None  # cmd/capture
+    decided: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def claim(self) -> bool:
+        """True for the one caller that gets to decide this presentation (exactly once)."""
+        with self._lock:
+            if self.decided:
+                return False
+            self.decided = True
+            return True
 
     @property
     def count(self) -> int:

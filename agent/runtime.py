@@ -166,6 +166,7 @@ class Runtime:
         self._stopped = False
         self.exit_code = 0
         self.final_outbox_depth = 0
+        self._last_prune = time.monotonic()
 
     # -- construction helpers ------------------------------------------------------------------
     def _default_backend(self) -> Backend:
@@ -273,6 +274,8 @@ class Runtime:
         for t in self._threads:
             if t.name == "inference":
                 t.join(10)
+        for pres in self.tracker.expired(-1.0):  # every active one
+            self._close_presentation(pres, "the agent is stopping")
         self._deliver_q.put(None)
         for t in self._threads:
             if t.name == "delivery":
@@ -396,20 +399,25 @@ class Runtime:
                 self.metrics.observe("infer", infer_s)
                 self.metrics.frame_done(f.camera)
                 f.tensor = None  # free memory early
+                if pres.complete or pres.decided:  # more frames in this batch than it needs
+                    continue
                 pres.add(f, lg)
                 if pres.complete and pres not in done:
                     done.append(pres)
             for pres in done:
                 self._decide(pres, model)
 
-    def _decide(self, pres: Presentation, model: LoadedModel) -> None:
+    def _decide(self, pres: Presentation, model: LoadedModel, *, final: bool = False) -> None:
+        """Decide ``pres`` (once). With ``uncertain_policy: more_frames`` an uncertain event
+        presentation that is still active asks for more frames instead (unless ``final``)."""
         t0 = time.perf_counter()
         expected, source = self.manifests.lookup(
             pres.bin_id, event_qty=pres.event_qty, frame_qty=pres.frame_qty
         )
         decision = decide(np.stack(pres.logits), model.card.output, expected, model.thresholds)
         if (
-            decision.verdict == "uncertain"
+            not final
+            and decision.verdict == "uncertain"
             and pres.kind != "frame"
             and self.cfg.decision.uncertain_policy == "more_frames"
             and pres.count < self.cfg.decision.max_frames
@@ -419,6 +427,8 @@ class Runtime:
             log.debug(
                 "bin %s uncertain after %d frame(s); capturing up to %d", pres.bin_id, pres.count, pres.needed
             )
+            return
+        if not pres.claim():
             return
         self.tracker.finish(pres)
         self.metrics.observe("decide", time.perf_counter() - t0)
@@ -435,18 +445,20 @@ class Runtime:
                     return
 
     def _expire(self) -> None:
-        for pres in self.tracker.expired(self.cfg.decision.event_timeout_s):
-            if pres.count:
-                model = self.store.current
-                if model is not None:
-                    log.info(
-                        "bin %s: event timed out with %d frame(s); deciding on them", pres.bin_id, pres.count
-                    )
-                    self._decide(pres, model)
-                    continue
-            self.end_without_frames(
-                pres, f"no frame from camera {pres.camera} within {self.cfg.decision.event_timeout_s:g}s"
+        timeout = self.cfg.decision.event_timeout_s
+        for pres in self.tracker.expired(timeout):
+            self._close_presentation(pres, f"no frame from camera {pres.camera} within {timeout:g}s")
+
+    def _close_presentation(self, pres: Presentation, reason: str) -> None:
+        """End a presentation early: decide on the frames it has, or report it without a verdict."""
+        model = self.store.current
+        if pres.count and model is not None:
+            log.info(
+                "bin %s: deciding on %d of %d frame(s) (%s)", pres.bin_id, pres.count, pres.needed, reason
             )
+            self._decide(pres, model, final=True)
+        elif pres.claim():
+            self.end_without_frames(pres, reason)
 
     def end_without_frames(self, pres: Presentation, reason: str) -> None:
         self.metrics.verdict("failed")
@@ -468,19 +480,7 @@ class Runtime:
     def start_presentation(self, pres: Presentation) -> None:
         old = self.tracker.start(pres)
         if old is not None:
-            if old.count:
-                model = self.store.current
-                if model is not None:
-                    self._decide_now(old, model)
-                    return
-            self.end_without_frames(old, f"superseded by event {pres.event_id} before any frame")
-
-    def _decide_now(self, pres: Presentation, model: LoadedModel) -> None:
-        expected, source = self.manifests.lookup(
-            pres.bin_id, event_qty=pres.event_qty, frame_qty=pres.frame_qty
-        )
-        decision = decide(np.stack(pres.logits), model.card.output, expected, model.thresholds)
-        self._put(Decided(pres, decision, model.ref, source))
+            self._close_presentation(old, f"superseded by event {pres.event_id}")
 
     # -- delivery thread ---------------------------------------------------------------------------
     def _deliver_loop(self) -> None:
@@ -623,7 +623,8 @@ class Runtime:
                 m.outbox_dropped.set(self.outbox.dropped())
                 m.mqtt_connected.set(1 if self.link.connected else 0)
                 m.model_ready.set(1 if self.store.ready else 0)
-                if self.snapshots is not None and int(time.monotonic()) % 600 == 0:
+                if self.snapshots is not None and time.monotonic() - self._last_prune > 600:
+                    self._last_prune = time.monotonic()
                     self.snapshots.prune()
             except Exception:
                 log.exception("housekeeping failed")

@@ -1,14 +1,15 @@
 """Synthetic bins and a small trained run, made once per test session and shared by test folders.
 
 ``make_trained_run(tmp_dir)`` synthesizes bins, prepares a cache and trains ResNet18 from scratch on
-CPU (a minute or two on 2 cores); later calls in the same session return the same run folder. Use it
+CPU (about two minutes on 2 cores); later calls in the same session return the same run folder. Use it
 from a conftest::
 
     @pytest.fixture(scope="session")
     def trained_run(tmp_path_factory):
         return make_trained_run(tmp_path_factory.mktemp("trained"))
 
-The run folder has weights.pt, card.json (input 40x40 stretch/area), splits.json, metrics.csv;
+The run folder has weights.pt, card.json (input 32x32 stretch/area, counts 0..5), splits.json (train/val
+70/30), metrics.csv, result.json (what ``training.train.main`` returned);
 ``synth_dir(run)`` gives the ABID-layout data it was trained on.
 """
 
@@ -19,10 +20,10 @@ import threading
 from pathlib import Path
 
 SYNTH_COUNT = 2000
-SYNTH_SIZE = (80, 80)  # width, height of the generated images
+SYNTH_SIZE = (64, 64)  # width, height of the generated images
 MAX_ITEMS = 5
 SEED = 7
-INPUT = 40  # model input (the cache is made at this size)
+INPUT = 32  # model input (the cache is made at this size)
 
 TRAIN_ARGS = [
     "--arch", "resnet18",

@@ -278,6 +278,10 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
     from training.model import load_run
     from training.report import write_report
 
+    if not 0.0 < opts.mismatch_rate < 1.0:
+        raise EvalError(f"--mismatch-rate {opts.mismatch_rate}: give a share strictly between 0 and 1")
+    if not 0.0 <= opts.false_alarm_rate <= opts.match_false_alarm_rate <= 1.0:
+        raise EvalError("need 0 <= --false-alarm-rate <= --match-false-alarm-rate <= 1")
     run = Path(opts.run)
     try:
         model, card = load_run(run)
@@ -363,40 +367,20 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
 
     out = Path(opts.out) if opts.out else run / f"eval-{ds_name}"
     out.mkdir(parents=True, exist_ok=True)
-    pngs: dict[str, str] = {}
-    title = f"{card.name} on {ds_name}/{split}"
-    pngs["confusion"] = plots.plot_confusion(
-        tables["argmax"]["confusion"], counts, out / "confusion.png", f"{title} (argmax)", overflow
-    ).name
-    pngs["confusion_rmse_optimal"] = plots.plot_confusion(
-        tables["rmse_optimal"]["confusion"],
-        counts,
-        out / "confusion_rmse_optimal.png",
-        f"{title} (RMSE-optimal decoding)",
-        overflow,
-    ).name
-    pngs["reliability"] = plots.plot_reliability(
-        {
-            "T = 1 (uncalibrated)": calib["reliability_uncalibrated"],
-            f"T = {temperature:.3f}": calib["reliability"],
-        },
-        out / "reliability.png",
-        f"reliability, {title}",
-    ).name
     am = mismatch["rules"]["argmax"]
-    pngs["mismatch_roc"] = plots.plot_roc(
-        pe,
-        is_mm,
-        out / "mismatch_roc.png",
-        (am["false_alarm_rate"], am["recall"]),
-        f"mismatch detection, {title}",
-    ).name
-    if (run / "metrics.csv").is_file():
-        lc = plots.plot_learning_curves(
-            run / "metrics.csv", out / "learning_curves.png", f"training of {card.name}"
-        )
-        if lc is not None:
-            pngs["learning_curves"] = lc.name
+    pngs = plots.eval_plots(
+        out,
+        title=f"{card.name} on {ds_name}/{split}",
+        tables=tables,
+        calibration=calib,
+        counts=counts,
+        overflow=overflow,
+        p_expected=pe,
+        is_mismatch=is_mm,
+        argmax_point=(am["false_alarm_rate"], am["recall"]),
+        metrics_csv=run / "metrics.csv",
+        model_name=card.name,
+    )
 
     baseline = None
     bpath = Path(opts.baseline) if opts.baseline else run / "baseline.json"

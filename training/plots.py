@@ -13,7 +13,14 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["plot_confusion", "plot_learning_curves", "plot_reliability", "plot_roc", "read_metrics_csv"]
+__all__ = [
+    "eval_plots",
+    "plot_confusion",
+    "plot_learning_curves",
+    "plot_reliability",
+    "plot_roc",
+    "read_metrics_csv",
+]
 
 
 def _figure(w: float = 5.0, h: float = 4.0, **adjust: float):
@@ -178,3 +185,49 @@ def plot_learning_curves(metrics_csv: Path, path: Path, title: str = "") -> Opti
     if title:
         fig.suptitle(title, fontsize=9)
     return _save(fig, path)
+
+
+def eval_plots(
+    out: Path,
+    *,
+    title: str,
+    tables: dict[str, Any],
+    calibration: dict[str, Any],
+    counts: Sequence[int],
+    overflow: bool,
+    p_expected: Sequence[float],
+    is_mismatch: Sequence[bool],
+    argmax_point: tuple[float, float],
+    metrics_csv: Optional[Path] = None,
+    model_name: str = "",
+) -> dict[str, str]:
+    """Every plot of ``binwatch eval`` into ``out``; returns {plot: file name}."""
+    out = Path(out)
+    pngs = {
+        "confusion": plot_confusion(
+            tables["argmax"]["confusion"], counts, out / "confusion.png", f"{title} (argmax)", overflow
+        ).name,
+        "confusion_rmse_optimal": plot_confusion(
+            tables["rmse_optimal"]["confusion"],
+            counts,
+            out / "confusion_rmse_optimal.png",
+            f"{title} (RMSE-optimal decoding)",
+            overflow,
+        ).name,
+        "reliability": plot_reliability(
+            {
+                "T = 1 (uncalibrated)": calibration["reliability_uncalibrated"],
+                f"T = {calibration['temperature']:.3f}": calibration["reliability"],
+            },
+            out / "reliability.png",
+            f"reliability, {title}",
+        ).name,
+        "mismatch_roc": plot_roc(
+            p_expected, is_mismatch, out / "mismatch_roc.png", argmax_point, f"mismatch detection, {title}"
+        ).name,
+    }
+    if metrics_csv is not None and Path(metrics_csv).is_file():
+        lc = plot_learning_curves(Path(metrics_csv), out / "learning_curves.png", f"training of {model_name}")
+        if lc is not None:
+            pngs["learning_curves"] = lc.name
+    return pngs

@@ -226,6 +226,13 @@ def _check_args(args: argparse.Namespace) -> None:
         path = getattr(args, name)
         if path is not None and not Path(path).is_dir():
             raise TrainError(f"--{name} {path}: no such folder")
+    from training.model import available_archs
+
+    if args.arch not in available_archs():
+        raise TrainError(
+            f"unknown architecture {args.arch!r}; torchvision classification models are: "
+            + ", ".join(available_archs())
+        )
     if args.resume is None and not args.exist_ok and (Path(args.out) / "checkpoint.pt").exists():
         raise TrainError(
             f"{args.out} already holds a run: pass --resume to continue it or --exist-ok to overwrite"

@@ -156,3 +156,27 @@ def test_run_without_model_or_camera_explains(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["run", "--state-dir", str(tmp_path / "st")])
     assert res.exit_code == 2
     assert "--model" in res.output and "--replay" in res.output
+
+
+def test_run_with_a_broken_bundle_fails_cleanly(tmp_path: Path) -> None:
+    from tests.broker import free_port
+
+    (tmp_path / "bins" / "bin-images").mkdir(parents=True)
+    (tmp_path / "notabundle").mkdir()
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--model",
+            str(tmp_path / "notabundle"),
+            "--replay",
+            str(tmp_path / "bins"),
+            "--state-dir",
+            str(tmp_path / "st"),
+            "--broker",
+            f"mqtt://127.0.0.1:{free_port()}",
+            "--no-http",
+        ],
+    )
+    assert res.exit_code == 2, res.output
+    assert "no model card" in res.output and "Traceback" not in res.output

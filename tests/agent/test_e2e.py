@@ -10,13 +10,14 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
 
 from agent.records import read_verdicts
 from contract.messages import CommandResult, ModelReported, Result, Stats, Status
 from tests.agent.bundles import make_tiny_bundle
 from tests.agent.conftest import SYNTH_COUNT, agent_config
-from tests.agent.mqtt_helpers import Collector, wait_until
+from tests.agent.mqtt_helpers import Collector, retained, wait_until
 from tests.hw import requires_mosquitto
 
 pytestmark = requires_mosquitto
@@ -95,7 +96,12 @@ def test_replay_every_decided_mismatch_arrives_once_and_matches_never(
     assert statuses[0].state == "online" and statuses[-1].state == "stopped"
     assert statuses[-1].model is not None and statuses[-1].model.name == "tiny-count"
     reported = [ModelReported.parse(p) for _t, p, _r in col.on("/model/reported")]
-    assert reported[-1].state == "active" and reported[-1].version == 1
+    assert reported, "model state reported"
+    final = retained(mosquitto.url, "binwatch/v1/s1/d1/model/reported")  # what the fleet sees now
+    assert final is not None, [r.state for r in reported]
+    assert (ModelReported.parse(final).state, ModelReported.parse(final).version) == ("active", 1), [
+        r.state for r in reported
+    ]
     # a finished replay is not resumed by the next run
     assert not (state / "replay" / "replay.json").exists()
     col.close()
@@ -185,6 +191,29 @@ def test_bin_events_commands_and_model_swap(
     res = CommandResult.parse(col.on("/cmd/reload/result")[1][1])
     assert not res.ok and "previous model kept" in res.detail
     assert rt.store.current.card.version == 2
+
+    # a new event on the camera ends the previous one: decided once, on the frames it has
+    log = tmp_path / "state" / "verdicts.jsonl"
+    n = len(read_verdicts(log))
+    _publish(
+        mosquitto.url,
+        f"{root}/bin",
+        json.dumps(
+            {"bin_id": "L1", "camera": "cam0", "event_id": "long", "expected_qty": 1, "frames": 32}
+        ).encode(),
+    )
+    assert wait_until(lambda: rt.tracker.get("cam0") is not None and rt.tracker.get("cam0").count >= 2)
+    _publish(
+        mosquitto.url,
+        f"{root}/bin",
+        json.dumps(
+            {"bin_id": "S1", "camera": "cam0", "event_id": "short", "expected_qty": 1, "frames": 1}
+        ).encode(),
+    )
+    assert wait_until(lambda: len(read_verdicts(log)) == n + 2)
+    long_v, short_v = read_verdicts(log)[n:]
+    assert (long_v["event_id"], short_v["event_id"]) == ("long", "short")
+    assert 2 <= long_v["frames"] < 32 and short_v["frames"] == 1
 
     col.close()
 
@@ -300,3 +329,27 @@ def test_uncertain_captures_more_frames(
     assert v["verdict"] == "uncertain" and v["frames"] == 5
     assert not col.on("/alert/mismatch")
     col.close()
+
+
+def test_two_cameras_are_inferred_in_shared_batches(
+    mosquitto, tiny_bundle: Path, synth_bins: Path, tmp_path: Path, make_runtime
+) -> None:
+    from agent.backends.fake import FakeBackend
+
+    fake = FakeBackend(lambda x: np.tile([0, 0, 5.0, 0, 0, 0], (len(x), 1)), delay_s=0.02)
+    cams = [{"name": n, "source": str(synth_bins), "kind": "replay"} for n in ("left", "right")]
+    cfg = agent_config(
+        bundle=tiny_bundle,
+        state_dir=tmp_path / "state",
+        broker=mosquitto.url,
+        cameras=cams,
+        model={"batch": 8},
+    )
+    rt = make_runtime(cfg, backend_factory=lambda: fake, max_frames=120)
+    rt.run()
+    verdicts = read_verdicts(tmp_path / "state" / "verdicts.jsonl")
+    assert len(verdicts) == 120 and {v["camera"] for v in verdicts} == {"left", "right"}
+    assert all(v["predicted_qty"] == 2 for v in verdicts)
+    warmup = 2
+    assert fake.frames - warmup == 120
+    assert fake.calls - warmup < 120 / 2  # batches of several frames, not one call per frame

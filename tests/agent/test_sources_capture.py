@@ -291,3 +291,17 @@ def test_replay_of_real_abid_images_keeps_keys_verbatim(abid_sample: Path) -> No
     f = unpadded.read()
     assert f.bin_id == "121"  # the second naming family, never re-padded
     assert f.jpeg != (abid_sample / "bin-images" / "00121.jpg").read_bytes()
+
+
+def test_hub_batches_frames_of_several_cameras_ready_together() -> None:
+    hub, stop = FrameHub(), threading.Event()
+    for name in ("a", "b", "c"):
+        hub.add_camera(CameraState(name=name))
+    img = np.zeros((2, 2, 3), np.uint8)
+    for name in ("a", "b"):
+        hub.put(Frame(camera=name, image=img, ts=time.time(), index=1), stop)
+    got = hub.take(4, timeout=1)
+    assert sorted(f.camera for f in got) == ["a", "b"]
+    assert not hub.idle()
+    hub.ack(len(got))
+    assert hub.idle() and hub.take(4, timeout=0.05) == []
