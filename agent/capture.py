@@ -381,7 +381,9 @@ class CaptureManager:
                     self._spawn(name, w.position)
 
     def finished(self) -> bool:
-        return all(s.state == "finished" for s in self.states.values())
+        """Every finite source (replay folder, video file) is finished (live cameras never are)."""
+        finite = [n for n, c in self.cameras.items() if self._is_finite(c)]
+        return bool(finite) and all(self.states[n].state == "finished" for n in finite)
 
     def live_count(self) -> int:
         return sum(1 for s in self.states.values() if s.state == "live")

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Optional
+from collections.abc import Callable
+from typing import Union
 
 import typer
 
 from binwatch import __version__
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(
     name="binwatch",
@@ -23,18 +26,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# (module, attribute, group name or None for top-level commands)
-_GROUPS: list[tuple[str, str, Optional[str]]] = [
+# (module, attribute, group name, or for top-level command apps the names of their commands)
+_GROUPS: list[tuple[str, str, Union[str, tuple[str, ...]]]] = [
     ("contract.cli", "app", "contract"),
     ("training.data.cli", "app", "data"),
-    ("training.cli", "app", None),
+    ("training.cli", "app", ("train", "eval", "hpo", "baseline")),
     ("export.cli", "app", "export"),
-    ("export.cli", "predict_app", None),
+    ("export.cli", "predict_app", ("predict",)),
     ("agent.cli", "app", "agent"),
     ("agent.cli", "alerts_app", "alerts"),
     ("deploy.cli", "app", "deploy"),
-    ("binwatch.demo", "app", None),
+    ("binwatch.demo", "app", ("demo",)),
 ]
+
+# The extra that installs what a package's commands need (pyproject.toml).
+_EXTRAS = {"training": "train", "export": "export", "agent": "agent", "deploy": "deploy", "binwatch": "all"}
+_OURS = ("binwatch", "contract", "training", "export", "agent", "deploy")
 
 
 def _version_callback(value: bool) -> None:
@@ -54,26 +61,57 @@ def _root(
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _register() -> None:
-    for module_name, attr, group in _GROUPS:
+def _unavailable(missing: str, extra: str) -> Callable[..., None]:
+    """A stand-in for commands whose module cannot be imported because a package is missing."""
+
+    def command(ctx: typer.Context) -> None:
+        typer.echo(
+            f"error: `binwatch {ctx.info_name}` needs the Python package {missing!r}, which is not "
+            f"installed; install it with: pip install 'binwatch[{extra}]'",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+
+    return command
+
+
+def _register(root: typer.Typer, groups: list[tuple[str, str, Union[str, tuple[str, ...]]]]) -> None:
+    """Add each group (or top-level command app) to ``root``.
+
+    A module that does not exist (a part not installed or not written yet) is left out. A module
+    that cannot be imported because a third-party package is missing (an extra not installed)
+    still shows its commands; running one says which extra to install. Any other import error is
+    a bug and is raised.
+    """
+    for module_name, attr, where in groups:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
-            # A group whose package is not written yet (or whose extra's typer-level imports are
-            # missing) is left out rather than breaking every other command.
-            if e.name and (e.name == module_name or module_name.startswith(e.name + ".")):
+            missing = e.name or ""
+            if missing == module_name or module_name.startswith(missing + "."):
                 continue
-            raise
+            if missing.split(".")[0] in _OURS:
+                raise
+            extra = _EXTRAS.get(module_name.split(".")[0], "all")
+            log.debug("%s unavailable: %s", module_name, e)
+            for name in (where,) if isinstance(where, str) else where:
+                root.command(
+                    name,
+                    help=f"(Not installed: needs pip install 'binwatch[{extra}]'.)",
+                    add_help_option=False,
+                    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                )(_unavailable(missing, extra))
+            continue
         sub = getattr(module, attr, None)
         if sub is None:
             continue
-        if group is None:
-            app.add_typer(sub)
+        if isinstance(where, str):
+            root.add_typer(sub, name=where)
         else:
-            app.add_typer(sub, name=group)
+            root.add_typer(sub)
 
 
-_register()
+_register(app, _GROUPS)
 
 
 def main() -> None:

@@ -122,7 +122,7 @@ def read_metadata(path: os.PathLike[str] | str) -> dict[str, Any]:
         raise AbidError(path, f"cannot read metadata: {e}", BAD_METADATA) from e
     try:
         meta = json.loads(text)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: absurdly deep nesting
         raise AbidError(path, f"invalid metadata JSON: {e}", BAD_METADATA) from e
     if not isinstance(meta, dict):
         raise AbidError(path, f"metadata must be a JSON object, got {type(meta).__name__}", BAD_METADATA)
@@ -172,7 +172,11 @@ def list_keys(root: os.PathLike[str] | str) -> list[str]:
     root = Path(root)
     images, metadata = root / IMAGES_DIR, root / METADATA_DIR
     if not images.is_dir() and not metadata.is_dir():
-        raise AbidError(root, f"not an ABID folder: expected {IMAGES_DIR}/ and {METADATA_DIR}/ in it")
+        if root.is_dir():
+            detail = f"expected {IMAGES_DIR}/ and {METADATA_DIR}/ in it"
+        else:
+            detail = "not a folder" if root.exists() else "no such folder"
+        raise AbidError(root, f"not an ABID folder: {detail}")
     keys: set[str] = set()
     for folder, suffix in ((images, IMAGE_SUFFIX), (metadata, METADATA_SUFFIX)):
         if folder.is_dir():
@@ -248,7 +252,7 @@ def _load_json(path: Path) -> Any:
         raise AbidError(path, "split file not found") from e
     except (OSError, UnicodeDecodeError) as e:
         raise AbidError(path, f"cannot read split file: {e}") from e
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:
         raise AbidError(path, f"invalid JSON: {e}") from e
 
 
@@ -281,7 +285,7 @@ def load_file_list(path: os.PathLike[str] | str) -> list[tuple[str, int]]:
         raise AbidError(path, 'expected an object {"<count>": ["data/metadata/<key>.json", ...]}')
     out: list[tuple[str, int]] = []
     for label in sorted(data, key=lambda s: (len(s), s)):
-        if not label.isdigit():
+        if not (label.isascii() and label.isdigit()):
             raise AbidError(path, f"class {label!r} is not a non-negative integer")
         files = data[label]
         if not isinstance(files, list):

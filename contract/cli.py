@@ -39,7 +39,13 @@ def schema_cmd(
             raise _fail(f"schemas in {out} are stale: run `binwatch contract schema --out {out}`", 1)
         typer.echo(f"{out}: schemas up to date")
         return
-    for path in write_schemas(out):
+    try:
+        paths = write_schemas(out)
+    except OSError as e:
+        raise _fail(
+            f"cannot write to {out}: {e.strerror or e}; choose a folder you can write to with --out", 2
+        ) from None
+    for path in paths:
         typer.echo(str(path))
 
 

@@ -72,6 +72,8 @@ Key = Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)]
 LongKey = Annotated[StrictStr, StringConstraints(min_length=1, max_length=256)]
 Backend = Annotated[StrictStr, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.:-]{0,63}$")]
 Uri = Annotated[StrictStr, StringConstraints(min_length=1, max_length=2048)]
+Ref = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+"""An opaque event, request or rollout id (any text of 1..128 characters)."""
 CustomValue = Union[Bool, StrictInt, Float, Annotated[StrictStr, StringConstraints(max_length=256)]]
 
 
@@ -166,7 +168,7 @@ class _Verdict(Versioned):
     device: Id
     camera: Id
     bin_id: Id
-    event_id: Optional[Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]] = None
+    event_id: Optional[Ref] = None
     frame_ts: Timestamp = Field(description="capture time of the (last) frame")
     published_ts: Optional[Timestamp] = Field(default=None, description="set when published")
     expected_qty: Count
@@ -306,12 +308,10 @@ class ModelDesired(Versioned):
     version: U63 = Field(description="monotonic; the agent refuses versions older than it runs")
     bundle_url: Uri = Field(description="file path, file:// or http(s):// URL of the bundle")
     sha256: Sha256 = Field(description="sha256 of the file at bundle_url")
-    signature: Annotated[StrictStr, StringConstraints(max_length=128), AfterValidator(_check_signature)] = (
-        Field(
-            description="base64 ed25519 signature over the bundle manifest's canonical bytes (= MANIFEST.sig)"
-        )
+    signature: Signature = Field(
+        description="base64 ed25519 signature over the bundle manifest's canonical bytes (= MANIFEST.sig)"
     )
-    rollout_id: Optional[Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]] = None
+    rollout_id: Optional[Ref] = None
 
 
 class ModelReported(Versioned):
@@ -324,7 +324,7 @@ class ModelReported(Versioned):
     state: Literal["downloading", "verifying", "building", "warming", "active", "failed", "rolled_back"]
     detail: Text = ""
     ts: Timestamp
-    rollout_id: Optional[Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]] = None
+    rollout_id: Optional[Ref] = None
 
 
 # -- bins ------------------------------------------------------------------------
@@ -337,7 +337,7 @@ class BinEvent(Versioned):
 
     bin_id: Id
     camera: Id
-    event_id: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+    event_id: Ref
     expected_qty: Optional[Count] = None
     items: Optional[Items] = None
     frames: Optional[Annotated[StrictInt, Field(ge=1, le=32)]] = None
@@ -358,7 +358,7 @@ class CommandRequest(Versioned):
     SCHEMA = "binwatch.cmd"
     VERSION = 1
 
-    request_id: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+    request_id: Ref
     args: JsonArgs = Field(default_factory=dict)
 
 
@@ -366,7 +366,7 @@ class CommandResult(Versioned):
     SCHEMA = "binwatch.cmd_result"
     VERSION = 1
 
-    request_id: Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+    request_id: Ref
     ok: Bool
     detail: Text = ""
     data: JsonArgs = Field(default_factory=dict)

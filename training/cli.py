@@ -18,7 +18,7 @@ from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True)
 
-_err = Console(stderr=True)
+_err = Console(stderr=True, soft_wrap=True)
 
 
 @app.command(

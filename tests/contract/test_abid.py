@@ -6,6 +6,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from contract.abid import (
     BAD_METADATA,
@@ -247,3 +249,51 @@ def test_keys_are_checked_and_folder_must_exist(tmp_path: Path) -> None:
         list(iter_dataset(tmp_path, keys=["../1"]))
     with pytest.raises(AbidError, match="not an ABID folder"):
         list(iter_dataset(tmp_path / "nowhere"))
+
+
+# --- junk files never raise anything but AbidError ------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+junk = (
+    st.binary(max_size=200)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | st.dictionaries(st.text(max_size=3), st.lists(st.text(max_size=20), max_size=3)).map(
+        lambda d: json.dumps(d).encode()  # file_list-shaped
+    )
+    | st.lists(st.lists(st.integers(-3, 10**6) | st.booleans(), max_size=3), max_size=4).map(
+        lambda v: json.dumps(v).encode()  # split-shaped
+    )
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=junk)
+@example(data='{"\u00b2": ["data/metadata/1.json"]}'.encode())  # a digit that int() refuses
+def test_junk_files_raise_only_abid_errors(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "junk.json"
+    path.write_bytes(data)
+    for read in (read_metadata, load_split, load_file_list):
+        try:
+            read(path)
+        except AbidError as e:
+            assert e.path == path
+    root = tmp_path / "abid"
+    _write(root, "00001", None)
+    (root / "metadata" / "00001.json").write_bytes(data)
+    report = SkipReport()
+    items = list(iter_dataset(root, skip_bad=True, report=report))
+    assert len(items) + report.total == 1
+
+
+def test_absurdly_nested_json_is_bad_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(AbidError, match=r"deep\.json: invalid metadata JSON") as e:
+        read_metadata(path)
+    assert e.value.reason == BAD_METADATA
+    with pytest.raises(AbidError, match=r"deep\.json: invalid JSON"):
+        load_split(path)

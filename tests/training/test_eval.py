@@ -59,7 +59,7 @@ def test_eval_report_plots_and_card(run_copy):
     run, data = run_copy
     r = run_eval(EvalOptions(run=run, data=data, tta_flip=True))
     out = Path(r["out"])
-    assert out == run / "eval-syn"
+    assert out == run / f"eval-{data.name}"
     for name in (
         "confusion.png",
         "confusion_rmse_optimal.png",

@@ -188,7 +188,9 @@ def test_train_bad_input_exits_2_with_the_cause(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "no such folder" in res.output
     (tmp_path / "d" / "bin-images").mkdir(parents=True)
     (tmp_path / "d" / "metadata").mkdir()
-    res = runner.invoke(
-        app, ["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--arch", "nope"]
-    )
+    res = runner.invoke(app, ["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "need training and validation images" in res.output
+    res = runner.invoke(
+        app, ["train", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--arch", "x"]
+    )
+    assert res.exit_code == 2 and "unknown architecture 'x'" in res.output and "resnet34" in res.output

@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from contract.abid import AbidError, list_keys
@@ -26,8 +27,25 @@ _err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` on stderr; the caller raises the returned Exit."""
     _err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=code)
+
+
+def _missing_extra(e: ImportError) -> typer.Exit:
+    """A work module needs a package of the ``train`` extra (numpy, opencv, Pillow) that is missing."""
+    what = f"the Python package {e.name!r}" if e.name else str(e)
+    return _fail(f"this command needs {what}, which is not installed: pip install 'binwatch[train]'", 1)
+
+
+def _not_abid(e: AbidError) -> typer.Exit:
+    return _fail(f"{e} (make one with `binwatch data synth --out DIR` or `binwatch data download --out DIR`)")
+
+
+def _cannot_write(out: Path, e: OSError) -> typer.Exit:
+    why = e.strerror or str(e)
+    where = f" ({e.filename})" if e.filename and str(e.filename) != str(out) else ""
+    return _fail(f"cannot write to {out}: {why}{where}; choose a folder you can write to with --out")
 
 
 @app.command("download")
@@ -68,7 +86,12 @@ def download_cmd(
         endpoint = check_endpoint(endpoint)
     except (ValueError, AbidError) as e:
         raise _fail(str(e)) from None
-    _err.print(f"Fetching {len(selected)} keys from {endpoint} into {out}", highlight=False)
+    try:
+        for folder in ("bin-images", "metadata"):
+            (out / folder).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cannot_write(out, e) from None
+    _err.print(f"Fetching {len(selected)} keys from {endpoint} into {out}", markup=False, highlight=False)
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeRemainingColumn(), console=_err, transient=True) as progress:
         task = progress.add_task("download", total=len(selected))
@@ -92,7 +115,7 @@ def download_cmd(
     if summary.failed:
         shown = sorted(summary.failed.items())
         for key, reason in shown[:50]:
-            _err.print(f"[red]failed[/red] {key}: {reason}", highlight=False, soft_wrap=True)
+            _err.print(f"[red]failed[/red] {escape(f'{key}: {reason}')}", highlight=False, soft_wrap=True)
         if len(shown) > 50:
             _err.print(f"... and {len(shown) - 50} more", highlight=False)
         _err.print("Run the same command again to retry the failed and unfinished keys.")
@@ -114,11 +137,11 @@ def stats_cmd(
     try:
         from training.data.stats import compute_stats
     except ImportError as e:
-        raise _fail(f"{e}; install the training extra: pip install 'binwatch[train]'", code=1) from None
+        raise _missing_extra(e) from None
     try:
         keys = list_keys(root)
     except AbidError as e:
-        raise _fail(str(e)) from None
+        raise _not_abid(e) from None
     try:
         with Progress(console=_err, transient=True, disable=as_json) as progress:
             stats = compute_stats(
@@ -139,7 +162,7 @@ def stats_cmd(
 
 def _print_stats(stats) -> None:  # stats: training.data.stats.DatasetStats
     console = Console()
-    summary = Table(title=f"Dataset {stats.root}", show_header=False)
+    summary = Table(title=f"Dataset {escape(stats.root)}", show_header=False)
     summary.add_column("", style="bold")
     summary.add_column("")
     summary.add_row("images", str(stats.images))
@@ -168,10 +191,11 @@ def _print_stats(stats) -> None:  # stats: training.data.stats.DatasetStats
     console.print(hist)
 
 
-# ``binwatch data synth`` lives in training/data/synth_cli.py, which registers itself on ``app``
-# with ``@app.command("synth")``. Imported last so that ``app`` exists when it does.
-try:
-    importlib.import_module("training.data.synth_cli")
-except ModuleNotFoundError as e:
-    if e.name != "training.data.synth_cli":
-        raise
+# ``binwatch data synth`` and ``binwatch data prepare`` live in their own modules, which register
+# themselves on ``app`` (``@app.command("synth")``). Imported last so that ``app`` exists when they do.
+for _module in ("training.data.synth_cli", "training.data.prepare_cli"):
+    try:
+        importlib.import_module(_module)
+    except ModuleNotFoundError as e:
+        if e.name != _module:
+            raise

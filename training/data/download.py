@@ -100,7 +100,7 @@ def parse_keys(spec: str) -> list[str]:
         if not part:
             continue
         lo, sep, hi = part.partition("-")
-        if sep and lo.isdigit() and hi.isdigit():
+        if sep and lo.isascii() and hi.isascii() and lo.isdigit() and hi.isdigit():
             start, stop = int(lo), int(hi)
             if stop < start:
                 raise ValueError(f"key range {part!r} ends before it starts")
@@ -182,8 +182,9 @@ def _fetch_once(url: str, dest: Path, part: Path, timeout: float) -> int:
         if e.code >= 500 or e.code in _RETRY_STATUS:
             raise _Retryable(f"HTTP {e.code} {e.reason}") from e
         raise _Fatal(f"HTTP {e.code} {e.reason}") from e
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-        # URLError: DNS/connection; HTTPException: broken response; OSError: reset, timeout.
+    except urllib.error.URLError as e:  # DNS, refused connection
+        raise _Retryable(f"cannot connect: {e.reason}") from e
+    except (http.client.HTTPException, OSError) as e:  # broken response, reset, timeout
         raise _Retryable(f"{type(e).__name__}: {e}") from e
     if expected is not None and received != expected:
         raise _Retryable(f"truncated response: {received} of {expected} bytes")
@@ -214,7 +215,8 @@ def fetch_file(url: str, dest: Path, *, retries: int, backoff: float, timeout: f
         except _Retryable as e:
             part.unlink(missing_ok=True)
             if attempt >= retries:
-                raise RuntimeError(f"{url}: {e} (gave up after {attempt + 1} attempts)") from e
+                tries = f"{attempt + 1} attempt{'s' if attempt else ''}"
+                raise RuntimeError(f"{url}: {e} (gave up after {tries})") from e
             pause = min(_MAX_SLEEP_S, backoff * 2**attempt) * (1 + 0.25 * random.random())
             log.info("%s: %s; retry %d/%d in %.2fs", url, e, attempt + 1, retries, pause)
             time.sleep(pause)
@@ -266,8 +268,8 @@ def download(
         for future in as_completed(futures):
             result = future.result()
             summary.add(result)
-            if result.error:
-                log.warning("failed %s: %s", result.key, result.error)
+            if result.error:  # reported in the summary (and by the CLI); not twice on stderr
+                log.info("failed %s: %s", result.key, result.error)
             if on_key is not None:
                 on_key(result)
     except BaseException:

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from training.data.cli import app
 
-_err = Console(stderr=True)
+_err = Console(stderr=True, soft_wrap=True)
 
 
 @app.command("prepare")

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Optional
 
+from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from contract.abid import SkipReport, iter_dataset, list_keys
@@ -63,8 +64,6 @@ def compute_stats(
     Missing or corrupt files are skipped and counted by reason, unless ``strict``: then the first
     one raises AbidError (or ``OSError`` from Pillow for an unreadable JPEG header).
     """
-    from PIL import Image
-
     report = SkipReport()
     histogram: Counter[int] = Counter()
     widths: list[int] = []

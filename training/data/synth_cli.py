@@ -12,17 +12,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
-from training.data.cli import app
+from training.data.cli import _cannot_write, _err, _fail, _missing_extra, app
 
-_err = Console(stderr=True)
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
-
-
-def _fail(message: str) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -71,7 +64,10 @@ def synth_cmd(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from training.data.synth import synthesize
+    try:
+        from training.data.synth import synthesize
+    except ImportError as e:
+        raise _missing_extra(e) from None
 
     fixed = _parse_size(size) if size else None
     if min_items > max_items:
@@ -82,9 +78,9 @@ def synth_cmd(
         raise _fail(f"--size {size} is too small; use at least 64x64")
     n_workers = workers or os.cpu_count() or 1
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeRemainingColumn(), console=_err, transient=True) as progress:
-        task = progress.add_task("synth", total=count)
-        try:
+    try:
+        with Progress(*columns, TimeRemainingColumn(), console=_err, transient=True) as progress:
+            task = progress.add_task("synth", total=count)
             summary = synthesize(
                 out,
                 count,
@@ -99,21 +95,25 @@ def synth_cmd(
                 max_size=max_size,
                 overwrite=overwrite,
             )
-        except FileExistsError as e:
-            raise _fail(f"{e}; pass --overwrite or choose another --out") from None
-        except ValueError as e:
-            raise _fail(str(e)) from None
-        except OSError as e:
-            raise _fail(f"cannot write to {out}: {e}") from None
+    except FileExistsError:
+        raise _fail(
+            f"{out} already holds a dataset; pass --overwrite to replace it, or choose another --out"
+        ) from None
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    except OSError as e:
+        raise _cannot_write(out, e) from None
     hist = ", ".join(f"{k}:{v}" for k, v in summary.counts.items())
     _err.print(
         f"Wrote {summary.count} bins to {out} in {summary.seconds:.1f} s "
         f"({summary.images_per_s:.1f} images/s); counts {hist}",
+        markup=False,
         highlight=False,
     )
     if mismatch > 0:
         _err.print(
             f"Manifest with {summary.mismatched} wrong quantities: {out / 'manifest-mismatch'} "
             f"(listed in {out / 'mismatch.json'})",
+            markup=False,
             highlight=False,
         )
