@@ -326,7 +326,9 @@ class CaptureManager:
         self._watchdog: Optional[threading.Thread] = None
         for c in cameras:
             finite = self._is_finite(c)
-            self.hub.add_camera(self.states[c.name], capacity=max(1, batch) if finite else 1, drop=not finite)
+            self.hub.add_camera(
+                self.states[c.name], capacity=2 * max(1, batch) if finite else 1, drop=not finite
+            )
 
     @staticmethod
     def _is_finite(cam: Any) -> bool:

@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Optional
@@ -67,13 +68,21 @@ def read_verdicts(path: Path) -> list[dict[str, Any]]:
 
 
 class ReplayCursors:
-    """Per-camera replay positions: ``{"source": ..., "run_id": ..., "next": N}``."""
+    """Per-camera replay positions: ``{"source": ..., "run_id": ..., "next": N}``.
 
-    def __init__(self, folder: Path) -> None:
+    Written at most every ``interval_s`` (and on :meth:`flush`): after a crash the replay resumes
+    up to that much earlier, and the frames decided again produce alerts with the same
+    ``alert_id`` (derived from the run id and frame index), which consumers deduplicate.
+    """
+
+    def __init__(self, folder: Path, interval_s: float = 0.25) -> None:
         self.folder = Path(folder)
+        self.interval_s = interval_s
         self._lock = threading.Lock()
         self._next: dict[str, int] = {}
         self._meta: dict[str, dict[str, Any]] = {}
+        self._dirty: set[str] = set()
+        self._written = 0.0
 
     def _path(self, camera: str) -> Path:
         return self.folder / f"{camera}.json"
@@ -112,7 +121,20 @@ class ReplayCursors:
             if camera not in self._meta or index + 1 <= self._next.get(camera, 0):
                 return
             self._next[camera] = index + 1
-            self._write(camera)
+            self._dirty.add(camera)
+            if time.monotonic() - self._written >= self.interval_s:
+                self._flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        for camera in self._dirty:
+            if camera in self._meta:
+                self._write(camera)
+        self._dirty.clear()
+        self._written = time.monotonic()
 
     def position(self, camera: str) -> Optional[int]:
         return self._next.get(camera)
@@ -133,4 +155,5 @@ class ReplayCursors:
         """The replay is complete: the next run starts from the beginning."""
         with self._lock:
             self._meta.pop(camera, None)
+            self._dirty.discard(camera)
             self._path(camera).unlink(missing_ok=True)

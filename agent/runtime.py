@@ -280,6 +280,7 @@ class Runtime:
         for t in self._threads:
             if t.name == "delivery":
                 t.join(30)
+        self.cursors.flush()
         for name, st in self.capture.states.items():
             if st.state == "finished" and self.cursors.position(name) is not None:
                 self.cursors.finish(name)
@@ -623,6 +624,7 @@ class Runtime:
                 m.outbox_dropped.set(self.outbox.dropped())
                 m.mqtt_connected.set(1 if self.link.connected else 0)
                 m.model_ready.set(1 if self.store.ready else 0)
+                self.cursors.flush()
                 if self.snapshots is not None and time.monotonic() - self._last_prune > 600:
                     self._last_prune = time.monotonic()
                     self.snapshots.prune()

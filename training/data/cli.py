@@ -28,7 +28,7 @@ _err = Console(stderr=True)
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``error: message`` on stderr; the caller raises the returned Exit."""
-    _err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    _err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=code)
 
 

@@ -58,9 +58,13 @@ def synth_cmd(
 ) -> None:
     """Write synthetic bins: a yellow fabric bin with overlapping items, elastic bands and a bin label.
 
-    Layout as ABID: OUT/bin-images/<key>.jpg and OUT/metadata/<key>.json (keys 00001, 00002, ...),
-    the label EXPECTED_QUANTITY is the number of items drawn (each keeps >= 35% of itself visible).
+    Layout as ABID: OUT/bin-images/<key>.jpg and OUT/metadata/<key>.json (keys 00001, 00002, ...).
+
+    The label EXPECTED_QUANTITY is the number of items drawn (each keeps >= 35% of itself visible).
+
     Deterministic: the same --seed and options give byte-identical files, whatever --workers.
+
+    Example: binwatch data synth --out data/synth --count 2000 --max-items 5 --seed 0
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
