@@ -227,25 +227,29 @@ def engine_cmd(
     index. Exit code 3 when it is missing.
     """
     with _errors():
+        from contextlib import nullcontext
+
+        from export.bundle import is_tar, open_bundle
         from export.engine import build_engine
 
         def phase(msg: str) -> None:
             _err.print(f"[dim]TensorRT:[/dim] {msg}", highlight=False)
 
-        path, sidecar = build_engine(
-            model,
-            out,
-            precision=precision,
-            max_batch=max_batch,
-            min_batch=min_batch,
-            opt_batch=opt_batch,
-            workspace_mib=workspace,
-            dla_core=dla_core,
-            timing_cache=timing_cache,
-            strongly_typed=typed,
-            verbose=verbose_trt,
-            on_phase=phase,
-        )
+        with open_bundle(model) if is_tar(model) else nullcontext(model) as src:
+            path, sidecar = build_engine(
+                src,
+                out,
+                precision=precision,
+                max_batch=max_batch,
+                min_batch=min_batch,
+                opt_batch=opt_batch,
+                workspace_mib=workspace,
+                dla_core=dla_core,
+                timing_cache=timing_cache,
+                strongly_typed=typed,
+                verbose=verbose_trt,
+                on_phase=phase,
+            )
         _out.print(f"wrote {path} (+ {path.name}.json)", highlight=False)
         _out.print(
             f"TensorRT {sidecar.trt_version}, sm {sidecar.compute_capability}, {sidecar.precision}, batch "

@@ -307,9 +307,14 @@ def quantize_run(
         for t in sorted(targets, key=lambda t: t != "cpu"):
             reader.rewind()
             reader.on_batch = progress(f"calibrating ({t})", len(picks)) if not cache.exists() else None
-            outs[t] = quantize_onnx(
-                pre, tmp / TARGET_FILES[t], reader, t, method=method, calibration_cache=cache
-            )
+            try:
+                outs[t] = quantize_onnx(
+                    pre, tmp / TARGET_FILES[t], reader, t, method=method, calibration_cache=cache
+                )
+            except ExportError:
+                if reader.n_ok == 0 and reader.loader.bad:  # the real cause: no image decoded
+                    reader.loader.check_usable(0, "calibration", calib_dir)
+                raise
             if reader.on_batch is not None:
                 reader.loader.check_usable(reader.n_ok, "calibration", calib_dir)
                 bad = list(reader.loader.bad)

@@ -336,7 +336,10 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
 
     # -- mismatch detection: thresholds chosen on val, measured on the evaluated split --
     mm_kw = {"rate": opts.mismatch_rate, "ks": tuple(opts.mismatch_ks), "seed": opts.seed}
-    mismatch = mismatch_report(probs, raw_true, counts, overflow, **mm_kw)
+    try:
+        mismatch = mismatch_report(probs, raw_true, counts, overflow, **mm_kw)
+    except ValueError as e:  # e.g. no shift in --mismatch-k fits a small head
+        raise EvalError(f"simulated manifest errors: {e}; choose other --mismatch-k") from e
     decision = None
     if val_logits is not None:
         val_raw = np.asarray([it.count for it in val_items]) if split != "val" else raw_true

@@ -305,7 +305,15 @@ def test_sigkill_mid_run_then_restart_loses_nothing_and_seq_continues(
     assert p2.wait(120) == 0, log.read_text()[-3000:]
     verdicts = read_verdicts(state / "verdicts.jsonl")
     second = verdicts[len(first) :]
-    assert second and second[0]["bin_id"] >= first[-1]["bin_id"]  # resumed where it stopped
+    # resumed near where it stopped (the replay position is saved every 0.25 s); a frame decided
+    # again gives an alert with the same alert_id, so consumers see a duplicate, never a new alert
+    assert second and 1 < int(second[0]["bin_id"]) <= int(first[-1]["bin_id"]) + 1
+    again = {v["bin_id"] for v in first} & {v["bin_id"] for v in second}
+    assert len(again) <= 30, len(again)
+    ids_first = {v["bin_id"]: v.get("alert_id") for v in first}
+    for v in second:
+        if v["bin_id"] in again and v["verdict"] == "mismatch":
+            assert v["alert_id"] == ids_first[v["bin_id"]]
     assert {v["bin_id"] for v in verdicts} == {
         f"{i:05d}" for i in range(1, SYNTH_COUNT + 1)
     }  # resumed, none skipped

@@ -118,7 +118,7 @@ def eval_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def calib_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synth(tmp_path_factory.mktemp("synth-small"), 24, seed=99, size=(48, 48))
+    return synth(tmp_path_factory.mktemp("synth-small"), 24, seed=99, size=(64, 64))
 
 
 @pytest.fixture(scope="session")

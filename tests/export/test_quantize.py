@@ -124,7 +124,8 @@ def test_undecodable_calibration_images_exit_2(run_dir: Path, tmp_path: Path, sm
         (bad / f"{i}.jpg").write_bytes(b"not a jpeg at all" * i)
     res = invoke("export", "quantize", run_dir, "--calib", bad, "--target", "cpu", "--force")
     assert res.exit_code == 2, res.output
-    assert "could not be decoded" in res.output and "0.jpg" in res.output
+    assert "none of the calibration images" in res.output and "could be decoded" in res.output
+    assert "0.jpg" in res.output
     assert "Traceback" not in res.output
 
 

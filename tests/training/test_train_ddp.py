@@ -19,7 +19,7 @@ def test_torchrun_two_ranks_on_cpu_end_identical(tmp_path: Path) -> None:
     from training.data.synth import synthesize
 
     data = tmp_path / "synth"
-    synthesize(data, 48, 5, 5, workers=1, progress=False, size=(48, 48))
+    synthesize(data, 48, 5, 5, workers=1, progress=False, size=(64, 64))
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [

@@ -31,7 +31,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.data.synth import synthesize
 
     out = tmp_path_factory.mktemp("resume") / "synth"
-    synthesize(out, 64, 5, 11, workers=1, progress=False, size=(48, 48))
+    synthesize(out, 64, 5, 11, workers=1, progress=False, size=(64, 64))
     return out
 
 
@@ -52,6 +52,7 @@ def _interrupt_after(epoch: int):
     return cb
 
 
+@pytest.mark.slow
 def test_resume_continues_the_run_exactly(tiny_data: Path, tmp_path: Path) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     argv = [*ARGS, "--data", str(tiny_data), "--epochs", "3"]
