@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,21 +29,23 @@ from agent.backends.base import Backend
 from agent.capture import CaptureManager, FrameHub
 from agent.config import AgentConfig
 from agent.decision import Decision, decide
-from agent.http_server import AgentHttpServer, CountError
+from agent.delivery import Delivery
+from agent.http_app import HttpEndpoints
+from agent.http_server import AgentHttpServer
 from agent.manifests import ManifestStore
 from agent.messages_in import MessageHandler
 from agent.metrics import AgentMetrics
 from agent.model_store import LoadedModel, ModelLoadError, ModelStore
 from agent.outbox import Outbox
-from agent.preprocess import DecodeError, decode_jpeg, preprocess
+from agent.preprocess import preprocess
 from agent.presentations import Presentation, PresentationTracker
 from agent.records import ReplayCursors, VerdictLog
-from agent.snapshots import SnapshotStore, encode_jpeg
+from agent.snapshots import SnapshotStore
 from agent.sources import Frame, FrameSource, make_source
 from agent.state import AgentState
 from agent.status import build_stats, build_status, camera_status_key
 from contract.base import utcnow
-from contract.messages import Alert, ModelRef, ModelReported, Result, Snapshot
+from contract.messages import ModelRef, ModelReported
 from contract.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,7 @@ class Decided:
     expected_source: str
 
 
-def _ts(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc)
-
-
-class Runtime:
+class Runtime(HttpEndpoints):
     """One running agent. ``start()`` then ``run()`` (blocks) or ``stop()`` from elsewhere."""
 
     def __init__(
@@ -156,6 +153,7 @@ class Runtime:
         self.verdict_log = (
             VerdictLog(self.state_dir / "verdicts.jsonl", a.verdict_log_max_bytes) if a.verdict_log else None
         )
+        self.delivery = Delivery(self)
         self._deliver_q: queue.Queue[Optional[Decided]] = queue.Queue(maxsize=max(64, 8 * cfg.model.batch))
         self._threads: list[threading.Thread] = []
         self._taken = 0
@@ -485,119 +483,7 @@ class Runtime:
 
     # -- delivery thread ---------------------------------------------------------------------------
     def _deliver_loop(self) -> None:
-        while True:
-            try:
-                item = self._deliver_q.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            try:
-                if item is None:
-                    return
-                self._deliver(item)
-            except Exception:
-                self.metrics.error("delivery")
-                log.exception("delivering a verdict failed")
-            finally:
-                self._deliver_q.task_done()
-
-    def _distribution(self, d: Decision, overflow: bool) -> dict[str, float]:
-        keys = [str(c) for c in d.counts]
-        if overflow:
-            keys[-1] += "+"
-        return {k: round(float(p), 6) for k, p in zip(keys, d.distribution, strict=False)}
-
-    def _deliver(self, item: Decided) -> None:
-        t0 = time.perf_counter()
-        pres, d, ref = item.pres, item.decision, item.ref
-        frame = pres.last_frame
-        assert frame is not None
-        model = self.store.current
-        overflow = bool(model and model.card.output.overflow)
-        self.metrics.verdict(d.verdict)
-        record: dict[str, Any] = {
-            "ts": time.time(),
-            "camera": pres.camera,
-            "bin_id": pres.bin_id,
-            "event_id": pres.event_id,
-            "frame_ts": frame.ts,
-            "expected_source": item.expected_source,
-            **d.to_dict(),
-        }
-        if d.verdict == "mismatch":
-            assert d.expected_qty is not None and d.p_expected is not None
-            snapshot = self._snapshot(pres, frame)
-            alert = Alert(
-                alert_id=str(
-                    uuid.uuid5(
-                        _ALERT_NS, f"{self.site}/{self.device}/{pres.camera}/{pres.bin_id}/{pres.event_id}"
-                    )
-                ),
-                seq=0,
-                session=0,
-                site=self.site,
-                device=self.device,
-                camera=pres.camera,
-                bin_id=pres.bin_id,
-                event_id=pres.event_id,
-                frame_ts=_ts(frame.ts),
-                expected_qty=d.expected_qty,
-                predicted_qty=d.predicted_qty,
-                p_expected=float(d.p_expected),
-                distribution=self._distribution(d, overflow),
-                frames=d.frames,
-                model=ref,
-                snapshot=snapshot,
-            )
-            stored = self.link.enqueue_alert(alert)
-            self.metrics.alert()
-            record.update(alert_id=stored.alert_id, seq=stored.seq)
-        if (
-            self.cfg.mqtt.publish_results
-            and d.verdict in ("match", "mismatch", "uncertain")
-            and d.expected_qty is not None
-        ):
-            result = Result(
-                result_id=record.get("alert_id") or str(uuid.uuid4()),
-                verdict=d.verdict,  # type: ignore[arg-type]
-                seq=int(record.get("seq", 0)),
-                session=self.link.session,
-                site=self.site,
-                device=self.device,
-                camera=pres.camera,
-                bin_id=pres.bin_id,
-                event_id=pres.event_id,
-                frame_ts=_ts(frame.ts),
-                expected_qty=d.expected_qty,
-                predicted_qty=d.predicted_qty,
-                p_expected=float(d.p_expected or 0.0),
-                distribution=self._distribution(d, overflow),
-                frames=d.frames,
-                model=ref,
-            )
-            self.link.publish_result(result)
-        if self.verdict_log is not None:
-            self.verdict_log.write(record)
-        if pres.replay_index is not None:
-            self.cursors.advance(pres.camera, pres.replay_index)
-        if d.verdict == "no_manifest":
-            log.info("bin %s: no manifest (predicted %d); counted, not alerted", pres.bin_id, d.predicted_qty)
-        if pres.request_id:
-            self.handler.command_done("capture", pres.request_id, True, f"{d.verdict}", data=record)
-        self.metrics.observe("deliver", time.perf_counter() - t0)
-        if pres.first_mono is not None:
-            self.metrics.observe("total", time.monotonic() - frame.mono)
-
-    def _snapshot(self, pres: Presentation, frame: Frame) -> Optional[Snapshot]:
-        if self.snapshots is None:
-            return None
-        try:
-            data = frame.jpeg if frame.jpeg else encode_jpeg(frame.image, self.cfg.snapshots.quality)
-            ref = self.snapshots.save(data, camera=pres.camera, bin_id=pres.bin_id, ts=frame.ts)
-            return Snapshot(uri=ref.uri, sha256=ref.sha256)
-        except (OSError, ValueError) as e:
-            self.metrics.error("snapshot")
-            log.warning("snapshot for bin %s not saved: %s", pres.bin_id, e)
-            return None
+        self.delivery.loop()
 
     # -- status, stats, HTTP -----------------------------------------------------------------------
     def _status(self, state: str):
@@ -630,56 +516,3 @@ class Runtime:
                     self.snapshots.prune()
             except Exception:
                 log.exception("housekeeping failed")
-
-    def health(self) -> tuple[bool, dict[str, Any]]:
-        alive = {t.name: t.is_alive() for t in self._threads}
-        ok = self._started and not self.stop_event.is_set() and all(alive.values())
-        return ok, {"status": "ok" if ok else "failing", "threads": alive}
-
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        reasons = []
-        model = self.store.current
-        if model is None:
-            reasons.append(
-                "model not loaded" + (f" ({self.store.last_error})" if self.store.last_error else "")
-            )
-        for name, st in self.capture.states.items():
-            if st.state not in ("live", "finished"):
-                reasons.append(
-                    f"camera {name} is {st.state}" + (f": {st.last_error}" if st.last_error else "")
-                )
-        ok = not reasons and self._started and not self.stop_event.is_set()
-        return ok, {
-            "ready": ok,
-            "reasons": reasons,
-            "model": model.describe() if model else None,
-            "cameras": {n: s.state for n, s in self.capture.states.items()},
-            "mqtt_connected": self.link.connected,
-        }
-
-    def metrics_text(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        self.metrics.outbox_depth.set(self.outbox.depth())
-        return generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
-
-    def count_image(self, data: bytes, expected: Optional[int]) -> dict[str, Any]:
-        try:
-            img = decode_jpeg(data)
-        except DecodeError as e:
-            raise CountError(f"{e}: POST JPEG or PNG bytes as the body") from e
-        if not self.store.ready:
-            raise CountError("no model loaded yet", status=503)
-        with self.store.use() as model:
-            x = preprocess(img, model.card.input)[None]
-            t0 = time.perf_counter()
-            logits = model.backend.infer(x)
-            ms = (time.perf_counter() - t0) * 1000
-            d = decide(logits, model.card.output, expected, model.thresholds)
-            out = d.to_dict()
-            out["distribution"] = self._distribution(d, model.card.output.overflow)
-            out.update(model=model.ref.model_dump(mode="json"), infer_ms=round(ms, 3))
-            if expected is None:
-                out.pop("verdict")
-                out.pop("reason", None)
-            return out

@@ -131,6 +131,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--channels-last", action=argparse.BooleanOptionalAction, default=None, help="default: on CUDA"
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--sync-bn", action="store_true", help="DDP on GPUs: synchronise batch-norm statistics")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--deterministic", action="store_true")
 
@@ -512,6 +513,9 @@ def _run(args, info, epoch_callback) -> dict[str, Any]:
         )
 
     if info.distributed:
+        if args.sync_bn and device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            raw_model = model
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if args.compile:
         model = torch.compile(model)
