@@ -374,7 +374,8 @@ def predict_cmd(
                 table = Table(
                     title=f"{pred.card.name} v{pred.card.version} · {pred.model_file.name} · {pred.backend}"
                 )
-                for col in ("image", "count", "p", "distribution"):
+                table.add_column("image", overflow="fold")
+                for col in ("count", "p", "distribution"):
                     table.add_column(col)
                 for r in results:
                     if r.error:

@@ -709,14 +709,15 @@ def cli_entry(argv: Optional[Sequence[str]] = None) -> int:
     except TrainError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
-    log.info(
-        "done in %.0f s: val accuracy %.3f, RMSE %.3f (best epoch %d) -> %s",
-        time.perf_counter() - t0,
-        result["val_accuracy"],
-        result["val_rmse"],
-        result["best_epoch"],
-        result["run"],
-    )
+    if result.get("rank", 0) == 0:
+        log.info(
+            "done in %.0f s: val accuracy %.3f, RMSE %.3f (best epoch %d) -> %s",
+            time.perf_counter() - t0,
+            result["val_accuracy"],
+            result["val_rmse"],
+            result["best_epoch"],
+            result["run"],
+        )
     return 0
 
 

@@ -39,7 +39,12 @@ def test_predict_table_and_bad_image(bundle_dir: Path, tmp_path: Path) -> None:
     good = bundle_dir / load_golden(bundle_dir).items[0].file
     res = invoke("predict", "--model", bundle_dir, good, bad)
     assert res.exit_code == 2, res.output
-    assert good.name in res.output and "broken.jpg" in res.output and "could not be read" in res.output
+    assert "1 of 2 images could not be read" in res.output and "count" in res.output
+    res = invoke("predict", "--model", bundle_dir, good, bad, "--json")
+    assert res.exit_code == 2
+    ok, broken = _lines(res.stdout)
+    assert ok["file"] == str(good) and ok["count"] in load_golden(bundle_dir).counts
+    assert broken["file"] == str(bad) and "DecodeError" in broken["error"] and "count" not in broken
 
 
 def test_predict_onnx_needs_a_card(bundle_dir: Path, tmp_path: Path) -> None:

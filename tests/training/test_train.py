@@ -18,7 +18,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from contract.abid import iter_dataset
-from tests.fixtures_train import INPUT, synth_dir
+from tests.fixtures_train import EPOCHS, INPUT, synth_dir
 from training.checkpoint import sha256_file
 from training.dataset import CountDataset
 from training.engine import evaluate
@@ -64,7 +64,7 @@ def test_run_folder_holds_card_logs_and_args(trained_run: Path) -> None:
 
     with (trained_run / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == list(range(6))
+    assert [int(r["epoch"]) for r in rows] == list(range(EPOCHS))
     assert all(float(r["images_per_s"]) > 0 and float(r["lr"]) >= 0 for r in rows)
     best = max(rows, key=lambda r: float(r["val_accuracy"]))
     assert float(best["val_accuracy"]) == pytest.approx(val.accuracy)  # weights.pt is the best epoch
@@ -72,8 +72,8 @@ def test_run_folder_holds_card_logs_and_args(trained_run: Path) -> None:
 
     # args.yaml is the resolved configuration; --config replays it
     saved = yaml.safe_load((trained_run / "args.yaml").read_text())
-    assert saved["lr"] == 2e-3 and saved["amp"] == "none" and saved["img_size"] == [INPUT, INPUT]
+    assert saved["lr"] == 1e-3 and saved["amp"] == "none" and saved["img_size"] == [INPUT, INPUT]
     again = parse_args(["--config", str(trained_run / "args.yaml")])
-    assert again.arch == "resnet18" and again.epochs == 6 and again.img_size == (INPUT, INPUT)
+    assert again.arch == "resnet18" and again.epochs == EPOCHS and again.img_size == (INPUT, INPUT)
     ckpt = torch.load(trained_run / "checkpoint.pt", weights_only=True)
-    assert ckpt["epoch"] == 5 and set(ckpt) >= {"model", "optimizer", "scheduler", "rng", "best"}
+    assert ckpt["epoch"] == EPOCHS - 1 and set(ckpt) >= {"model", "optimizer", "scheduler", "rng", "best"}
