@@ -2,8 +2,10 @@
 
 Naive (the capstone/CS229 seeds): PIL full-size JPEG decode -> Resize((S, S)) -> ToTensor -> Normalize.
 Cache: ``binwatch data prepare`` once (timed separately), then PNG/NPY decode of S x S images ->
-the same eval transform training uses. Both through a torch DataLoader with the same workers and
-batch size, on the real ABID sample, best of ``--repeats`` full passes each (interleaved).
+the same eval transform (per image), or uint8 batches normalized per batch in the main process
+(what ``binwatch train`` does; on a GPU that step runs on the device). All through a torch
+DataLoader with the same workers and batch size, on the real ABID sample, best of ``--repeats``
+full passes each (interleaved).
 
     python bench/data.py [--sample ../shared/data/abid-sample] [--size 224] [--workers 2]
 """
@@ -46,11 +48,15 @@ class NaiveDataset(Dataset):
         return x, self.items[i].count
 
 
-def throughput(ds: Dataset, workers: int, batch_size: int) -> float:
+def throughput(ds: Dataset, workers: int, batch_size: int, post=None) -> float:
+    """Batches per second out of the loader (``post`` runs in the main process on each batch, e.g.
+    training's BatchNormalizer turning uint8 batches into normalized float ones)."""
     dl = DataLoader(ds, batch_size=batch_size, num_workers=workers, shuffle=False)
     n = 0
     t0 = time.perf_counter()
     for x, _y in dl:
+        if post is not None:
+            x = post(x)
         n += x.shape[0]
     return n / (time.perf_counter() - t0)
 
@@ -70,7 +76,7 @@ def main() -> None:
     from contract.card import InputSpec
     from training.dataset import CountDataset, items_from_cache, items_from_dir
     from training.prepare import prepare
-    from training.transforms import eval_transform
+    from training.transforms import BatchNormalizer, eval_transform
 
     torch.set_num_threads(1)
     items, _ = items_from_dir(args.sample)
@@ -89,10 +95,17 @@ def main() -> None:
             print(f"prepare ({enc}, {args.workers} processes): {len(items) / dt:.0f} images/s, once")
             cached = items_from_cache(Path(tmp) / enc)
             pipelines[f"cache ({enc}) + eval_transform"] = CountDataset(cached, eval_transform(spec), counts)
+            uint8 = CountDataset(cached, eval_transform(spec, normalize=False), counts)
+            pipelines[f"cache ({enc}), uint8 batches + BatchNormalizer"] = uint8
+            if enc == "npy":  # what a GPU receives before normalizing on the device
+                pipelines[f"cache ({enc}), uint8 batches (normalize on GPU)"] = uint8
+        post = BatchNormalizer(spec)
         best = dict.fromkeys(pipelines, 0.0)
         for _ in range(args.repeats):
             for name, ds in pipelines.items():
-                best[name] = max(best[name], throughput(ds, args.workers, args.batch_size))
+                use = post if "BatchNormalizer" in name else None
+                ips = throughput(ds, args.workers, args.batch_size, use)
+                best[name] = max(best[name], ips)
     base = best[next(iter(pipelines))]
     print(f"{'pipeline':58s} {'images/s':>9s} {'vs naive':>9s}")
     for name, ips in best.items():

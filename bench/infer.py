@@ -138,8 +138,10 @@ def measure(
     return {
         b: {
             "b1_median_ms": statistics.median(lat[b]),
+            "b1_min_ms": min(lat[b]),
             "b1_p90_ms": float(np.percentile(lat[b], 90)),
             "b8_img_per_s": statistics.median(thr[b]),
+            "b8_best_img_per_s": max(thr[b]),
         }
         for b in run
     }
@@ -156,18 +158,22 @@ def _cpu_name() -> str:
 
 
 def report(arch: str, res: dict[str, dict[str, float]]) -> list[str]:
-    base = res["pytorch-fp32"]
-    ort32 = res["ort-fp32"]
+    """Ratios are speed-ups (>1 = faster) against PyTorch eager and ORT FP32: from the medians, and
+    from the best runs (min latency / max throughput), which load from other processes disturbs least."""
+    base, ort32 = res["pytorch-fp32"], res["ort-fp32"]
     lines = [
-        f"\n{arch} @ batch 1 latency / batch 8 throughput (ratios: speed-up vs PyTorch eager; vs ORT FP32)",
-        f"{'backend':<20}{'b1 ms':>9}{'p90':>8}{'x eager':>9}{'x ortfp32':>10}{'b8 img/s':>10}{'x eager':>9}",
+        f"\n{arch}: batch-1 latency (ms), batch-8 throughput (img/s); speed-up = baseline time / time",
+        f"{'':<20}{'--- batch 1 median ---':^30}{'--- batch 1 best ---':^30}{'--- batch 8 median ---':^22}",
+        f"{'backend':<20}{'ms':>8}{'p90':>8}{'x eager':>8}{'x ort32':>8}"
+        f"{'ms':>10}{'x eager':>10}{'x ort32':>10}{'img/s':>11}{'x eager':>11}",
     ]
     for b, r in res.items():
-        ms = r["b1_median_ms"]
+        med, best = r["b1_median_ms"], r["b1_min_ms"]
         lines.append(
-            f"{b:<20}{ms:>9.2f}{r['b1_p90_ms']:>8.2f}"
-            f"{base['b1_median_ms'] / ms:>9.2f}{ort32['b1_median_ms'] / ms:>10.2f}"
-            f"{r['b8_img_per_s']:>10.1f}{r['b8_img_per_s'] / base['b8_img_per_s']:>9.2f}"
+            f"{b:<20}{med:>8.1f}{r['b1_p90_ms']:>8.1f}{base['b1_median_ms'] / med:>8.2f}"
+            f"{ort32['b1_median_ms'] / med:>8.2f}{best:>10.1f}{base['b1_min_ms'] / best:>10.2f}"
+            f"{ort32['b1_min_ms'] / best:>10.2f}{r['b8_img_per_s']:>11.1f}"
+            f"{r['b8_img_per_s'] / base['b8_img_per_s']:>11.2f}"
         )
     return lines
 
@@ -210,15 +216,15 @@ def main(argv: list[str] | None = None) -> int:
             results["archs"][arch] = res
             print("\n".join(report(arch, res)), flush=True)
             if arch == "resnet18":
-                r = res
-                s_eager = r["pytorch-fp32"]["b1_median_ms"] / r["ort-int8-cpu"]["b1_median_ms"]
-                s_ort = r["ort-fp32"]["b1_median_ms"] / r["ort-int8-cpu"]["b1_median_ms"]
-                ok = s_eager >= 4.0 and s_ort >= 2.5
-                print(
-                    f"goal (resnet18, batch 1): INT8-cpu {s_eager:.2f}x eager (>= 4) and "
-                    f"{s_ort:.2f}x ORT FP32 (>= 2.5): {'MET' if ok else 'NOT MET'}",
-                    flush=True,
-                )
+                for kind, key in (("median", "b1_median_ms"), ("best", "b1_min_ms")):
+                    s_eager = res["pytorch-fp32"][key] / res["ort-int8-cpu"][key]
+                    s_ort = res["ort-fp32"][key] / res["ort-int8-cpu"][key]
+                    ok = s_eager >= 4.0 and s_ort >= 2.5
+                    print(
+                        f"goal (resnet18, batch 1, {kind}): INT8-cpu {s_eager:.2f}x eager (>= 4) and "
+                        f"{s_ort:.2f}x ORT FP32 (>= 2.5): {'MET' if ok else 'NOT MET'}",
+                        flush=True,
+                    )
     load1 = os.getloadavg()
     results["load_average"] = {"start": load0[0], "end": load1[0]}
     print(

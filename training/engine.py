@@ -55,9 +55,17 @@ def amp_context(device: torch.device, dtype: Optional[torch.dtype]) -> contextli
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
+def _to_device(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    channels_last: bool,
+    prepare: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+):
     non_blocking = device.type == "cuda"
     x = x.to(device, non_blocking=non_blocking)
+    if prepare is not None:
+        x = prepare(x)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y.to(device, non_blocking=non_blocking)
@@ -80,9 +88,12 @@ def train_one_epoch(
     on_step: Optional[Callable[[int, float], None]] = None,
     profiler: Any = None,
     after_train_mode: Optional[Callable[[nn.Module], None]] = None,
+    prepare_batch: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> dict[str, float]:
     """Train for one pass over ``loader``; returns loss, accuracy, images, seconds, images_per_s, lr
-    (summed over all ranks). ``on_step(batch_index, loss)`` runs after every batch (progress bars)."""
+    (summed over all ranks). ``on_step(batch_index, loss)`` runs after every batch (progress bars).
+    ``prepare_batch`` runs on each input batch once it is on the device (e.g. a
+    :class:`~training.transforms.BatchNormalizer` for uint8 loaders)."""
     model.train()
     if after_train_mode is not None:
         after_train_mode(model)
@@ -94,7 +105,7 @@ def train_one_epoch(
     optimizer.zero_grad(set_to_none=True)
     t0 = time.perf_counter()
     for i, (x, y) in enumerate(loader):
-        x, y = _to_device(x, y, device, channels_last)
+        x, y = _to_device(x, y, device, channels_last, prepare_batch)
         last_micro = (i + 1) % accum_steps == 0 or i + 1 == total
         sync = contextlib.nullcontext()
         if not last_micro and hasattr(model, "no_sync"):
@@ -154,13 +165,14 @@ def predict(
     *,
     amp_dtype: Optional[torch.dtype] = None,
     channels_last: bool = False,
+    prepare_batch: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (float32, CPU) and class targets for every batch of ``loader``, in order."""
     device = torch.device(device)
     model.eval()
     outs, targets = [], []
     for x, y in loader:
-        x, y = _to_device(x, y, device, channels_last)
+        x, y = _to_device(x, y, device, channels_last, prepare_batch)
         with amp_context(device, amp_dtype):
             logits = model(x)
         outs.append(logits.float().cpu())
@@ -214,6 +226,7 @@ def evaluate(
     info: Optional[DistInfo] = None,
     amp_dtype: Optional[torch.dtype] = None,
     channels_last: bool = False,
+    prepare_batch: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> dict[str, Any]:
     """n, loss, accuracy, rmse, mae, per_class_accuracy ({"count": acc}) and confusion (rows true).
 
@@ -226,7 +239,7 @@ def evaluate(
     confusion: Optional[torch.Tensor] = None
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     for x, y in loader:
-        x, y = _to_device(x, y, device, channels_last)
+        x, y = _to_device(x, y, device, channels_last, prepare_batch)
         with amp_context(device, amp_dtype):
             logits = model(x)
         logits = logits.float()

@@ -312,8 +312,9 @@ def _loaders(args, splits, spec, counts, info, device):
     from training.dataset import BalancedSampler, CountDataset, ShardSampler
     from training.transforms import AugmentConfig, eval_transform, train_transform
 
+    # workers deliver uint8 images; they are normalized per batch on the device (BatchNormalizer)
     if args.no_augment:
-        ttf = eval_transform(spec)
+        ttf = eval_transform(spec, normalize=False)
     else:
         cj = args.color_jitter
         ttf = train_transform(
@@ -329,6 +330,7 @@ def _loaders(args, splits, spec, counts, info, device):
                 saturation=cj,
                 hue=min(0.5, cj / 10),
             ),
+            normalize=False,
         )
     train_ds = CountDataset(splits["train"], ttf, counts=counts, overflow=args.overflow)
     if len(train_ds) == 0 or not splits["val"]:
@@ -354,7 +356,9 @@ def _loaders(args, splits, spec, counts, info, device):
     eval_dls = {}
     for name in ("val", "test"):
         if splits[name]:
-            ds = CountDataset(splits[name], eval_transform(spec), counts=counts, overflow=args.overflow)
+            ds = CountDataset(
+                splits[name], eval_transform(spec, normalize=False), counts=counts, overflow=args.overflow
+            )
             eval_dls[name] = DataLoader(
                 ds,
                 batch_size=args.batch_size,
@@ -422,6 +426,7 @@ def _run(args, info, epoch_callback) -> dict[str, Any]:
     from training.model import build_model, freeze_backbone, set_backbone_eval
     from training.optim import build_optimizer, build_scheduler
     from training.runlog import MetricsLog, make_card, save_run_card, to_card_metrics, write_args
+    from training.transforms import BatchNormalizer
 
     device = info.device
     _resolve(args, device.type)
@@ -520,6 +525,7 @@ def _run(args, info, epoch_callback) -> dict[str, Any]:
     if args.compile:
         model = torch.compile(model)
     after_train_mode = set_backbone_eval if args.freeze_backbone else None
+    normalizer = BatchNormalizer(spec)
 
     logger = MetricsLog(run, start_epoch, tensorboard=not args.no_tensorboard) if info.is_main else None
     progress = None
@@ -541,6 +547,7 @@ def _run(args, info, epoch_callback) -> dict[str, Any]:
         "info": info,
         "amp_dtype": amp_dtype,
         "channels_last": args.channels_last,
+        "prepare_batch": normalizer,
     }
     epochs_run = start_epoch
     stop_reason = "finished"
@@ -576,6 +583,7 @@ def _run(args, info, epoch_callback) -> dict[str, Any]:
                     on_step=on_step,
                     profiler=prof,
                     after_train_mode=after_train_mode,
+                    prepare_batch=normalizer,
                 )
             if prof is not None:
                 _write_profile_summary(prof, run)

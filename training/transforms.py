@@ -25,7 +25,7 @@ import torch
 
 from contract.card import InputSpec
 
-__all__ = ["AugmentConfig", "eval_transform", "resize_bgr", "to_tensor", "train_transform"]
+__all__ = ["AugmentConfig", "BatchNormalizer", "eval_transform", "resize_bgr", "to_tensor", "train_transform"]
 
 log = logging.getLogger(__name__)
 
@@ -74,23 +74,49 @@ class _Normalize:
         return x.sub_(self.mean).div_(self.std)
 
 
+class BatchNormalizer:
+    """Normalize a batch of uint8 NCHW images (from transforms made with ``normalize=False``) on the
+    batch's device: the same arithmetic as the per-image path, 4x less data through the loader."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if batch.dtype != torch.uint8:
+            return batch  # already normalized
+        if self.mean.device != batch.device:
+            self.mean, self.std = self.mean.to(batch.device), self.std.to(batch.device)
+        x = batch.to(torch.float32).mul_(1.0 / 255.0)
+        return x.sub_(self.mean).div_(self.std)
+
+
+def _finish(x: torch.Tensor, spec: InputSpec, normalize: _Normalize | None) -> torch.Tensor:
+    if normalize is not None:
+        x = normalize(x)
+    if spec.layout == "NHWC":
+        x = x.permute(1, 2, 0).contiguous()
+    return x
+
+
 class _EvalTransform:
     """Picklable (DataLoader workers) eval transform."""
 
-    def __init__(self, spec: InputSpec) -> None:
+    def __init__(self, spec: InputSpec, normalize: bool = True) -> None:
         self.spec = spec
-        self.normalize = _Normalize(spec)
+        self.normalize = _Normalize(spec) if normalize else None
 
     def __call__(self, bgr: np.ndarray) -> torch.Tensor:
-        x = self.normalize(to_tensor(resize_bgr(bgr, self.spec), self.spec))
-        if self.spec.layout == "NHWC":
-            x = x.permute(1, 2, 0).contiguous()
-        return x
+        return _finish(to_tensor(resize_bgr(bgr, self.spec), self.spec), self.spec, self.normalize)
 
 
-def eval_transform(input_spec: InputSpec) -> Transform:
-    """BGR uint8 frame of any size -> float32 tensor (CHW for NCHW cards), as the agent computes it."""
-    return _EvalTransform(input_spec)
+def eval_transform(input_spec: InputSpec, normalize: bool = True) -> Transform:
+    """BGR uint8 frame of any size -> float32 tensor (CHW for NCHW cards), as the agent computes it.
+
+    ``normalize=False`` stops before the float conversion and returns the uint8 CHW image; batches of
+    those go through :class:`BatchNormalizer` (what training does: less to copy between processes).
+    """
+    return _EvalTransform(input_spec, normalize)
 
 
 @dataclass(frozen=True)
@@ -109,11 +135,11 @@ class AugmentConfig:
 
 
 class _TrainTransform:
-    def __init__(self, spec: InputSpec, aug: AugmentConfig) -> None:
+    def __init__(self, spec: InputSpec, aug: AugmentConfig, normalize: bool = True) -> None:
         from torchvision.transforms import v2
 
         self.spec = spec
-        self.normalize = _Normalize(spec)
+        self.normalize = _Normalize(spec) if normalize else None
         ops: list[torch.nn.Module] = []
         if aug.hflip:
             ops.append(v2.RandomHorizontalFlip())
@@ -145,12 +171,12 @@ class _TrainTransform:
         x = to_tensor(resize_bgr(bgr, self.spec), self.spec)
         if self.augment is not None:
             x = self.augment(x)
-        x = self.normalize(x)
-        if self.spec.layout == "NHWC":
-            x = x.permute(1, 2, 0).contiguous()
-        return x
+        return _finish(x, self.spec, self.normalize)
 
 
-def train_transform(input_spec: InputSpec, aug: AugmentConfig | None = None) -> Transform:
-    """Resize like :func:`eval_transform`, then flips, a small affine and colour jitter (no crops)."""
-    return _TrainTransform(input_spec, aug or AugmentConfig())
+def train_transform(
+    input_spec: InputSpec, aug: AugmentConfig | None = None, normalize: bool = True
+) -> Transform:
+    """Resize like :func:`eval_transform`, then flips, a small affine and colour jitter (no crops).
+    ``normalize=False``: uint8 output, as for :func:`eval_transform`."""
+    return _TrainTransform(input_spec, aug or AugmentConfig(), normalize)
