@@ -29,7 +29,7 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -203,7 +203,7 @@ def _encode(img: np.ndarray, dst: Path, encoding: str) -> None:
 
 
 def _work(job: _Job) -> _Result:
-    from training.transforms import resize_bgr
+    from training.resize import resize_bgr
 
     assert _SPEC is not None
     try:
@@ -324,9 +324,10 @@ def prepare(
         for job in jobs:
             _record(_work(job))
     else:
-        with get_context("spawn" if os.name == "nt" else "fork").Pool(
-            workers, initializer=_init_worker, initargs=initargs
-        ) as pool:
+        # never fork: the parent may hold torch/OpenMP threads, and a forked child can deadlock on
+        # their locks. Workers import only numpy/cv2/pydantic (training.resize), so start-up is cheap.
+        method = "forkserver" if "forkserver" in get_all_start_methods() else "spawn"
+        with get_context(method).Pool(workers, initializer=_init_worker, initargs=initargs) as pool:
             for res in pool.imap_unordered(_work, jobs, chunksize=8):
                 _record(res)
 

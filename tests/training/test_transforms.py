@@ -12,7 +12,7 @@ from agent.preprocess import decode_jpeg, preprocess
 from contract.card import InputSpec, ResizeSpec
 from tests.hw import requires_shared_data
 from training.dataset import read_image
-from training.transforms import AugmentConfig, eval_transform, resize_bgr, train_transform
+from training.transforms import AugmentConfig, BatchNormalizer, eval_transform, resize_bgr, train_transform
 
 SPECS = [
     InputSpec(height=224, width=224),
@@ -95,3 +95,12 @@ def test_train_transform_default_augmentation_keeps_shape_and_range() -> None:
     lo = min((0 - m) / s for m, s in zip(spec.mean, spec.std, strict=True))
     hi = max((1 - m) / s for m, s in zip(spec.mean, spec.std, strict=True))
     assert lo - 1e-5 <= float(x.min()) and float(x.max()) <= hi + 1e-5
+
+
+def test_uint8_batches_normalized_per_batch_equal_the_per_image_transform() -> None:
+    spec = InputSpec(height=24, width=36)
+    frames = [_frame(90, 120), _frame(50, 70)]
+    per_image = torch.stack([eval_transform(spec)(f) for f in frames])
+    raw = torch.stack([eval_transform(spec, normalize=False)(f) for f in frames])
+    assert raw.dtype == torch.uint8
+    assert torch.allclose(BatchNormalizer(spec)(raw), per_image, atol=1e-6)
