@@ -226,6 +226,7 @@ def save_card(card: ModelCard, path: Path | str) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(card.model_dump_json(by_alias=True, indent=2).encode("utf-8"))
             f.write(b"\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a run folder is shared with other users
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,8 +1,8 @@
 """Synthetic bins and a small trained run, made once per test session and shared by test folders.
 
 ``make_trained_run(tmp_dir)`` synthesizes bins, prepares a cache and trains ResNet18 from scratch on
-CPU (about two minutes on 2 cores); later calls in the same session return the same run folder. Use it
-from a conftest::
+CPU (about three minutes on 2 idle cores: synth 20 s, 7 epochs of ~22 s); later calls in the same
+session return the same run folder. Use it from a conftest::
 
     @pytest.fixture(scope="session")
     def trained_run(tmp_path_factory):

@@ -15,5 +15,5 @@ def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, synth_data: Path) -> Path:
-    """ResNet18 trained from scratch on ``synth_data`` (CPU, about two minutes on 2 cores)."""
+    """ResNet18 trained from scratch on ``synth_data`` (CPU, about three minutes on 2 cores)."""
     return make_trained_run(synth_data.parent)
