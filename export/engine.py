@@ -199,7 +199,7 @@ def build_engine(
     if typed and precision == "fp16":
         log.warning("TensorRT %s: FP16 from an FP32 model uses the (deprecated) FP16 builder flag", version)
         typed = False
-    cc = detect_compute_capability(device) or _cc_from_torch(device)
+    cc = detect_compute_capability(device)
     if cc is None:
         raise ExportError(
             "no CUDA GPU found (compute capability unknown): "
@@ -315,26 +315,22 @@ def _io_names(trt: Any, logger: Any, engine_path: Path) -> tuple[Optional[str], 
     return (inputs[0] if inputs else None, outputs[0] if outputs else None)
 
 
-def _cc_from_torch(device: int) -> Optional[str]:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(device)
-            return f"{major}.{minor}"
-    except Exception:  # torch missing or CUDA init failure
-        return None
-    return None
-
-
 def _gpu_name() -> Optional[str]:
+    """The GPU's name for the sidecar (Jetson device tree, else nvidia-smi); never imports torch."""
     try:
         return Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00\n ") or None
     except OSError:
         pass
     try:
-        import torch
+        import subprocess
 
-        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except Exception:  # torch missing or CUDA init failure
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip().splitlines()[0] or None
+    except (OSError, subprocess.SubprocessError, IndexError):
         return None
