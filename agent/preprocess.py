@@ -33,6 +33,8 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 def resize_frame(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Bring a BGR uint8 frame of any size to ``spec.height x spec.width`` (still uint8 BGR)."""
     h, w = spec.height, spec.width
+    if bgr.shape[0] == h and bgr.shape[1] == w:
+        return bgr  # already at size (e.g. a prepared-cache image): cv2.resize would only copy it
     interp = _INTERP[spec.resize.interpolation]
     if spec.resize.method == "stretch":
         return cv2.resize(bgr, (w, h), interpolation=interp)

@@ -1,16 +1,18 @@
-"""Bring a BGR uint8 frame to the model card's input size with OpenCV (numpy + cv2 only: no torch,
-so ``binwatch data prepare``'s worker processes start fast)."""
+"""Bring a BGR uint8 frame to the model card's input size (numpy + cv2 only: no torch, so
+``binwatch data prepare``'s worker processes start fast).
+
+The resize itself is the agent's (``agent.preprocess.resize_frame``): training, the prepared cache
+and the edge share one implementation, so their preprocessing cannot drift apart.
+"""
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
+from agent.preprocess import resize_frame
 from contract.card import InputSpec
 
-__all__ = ["INTERP", "resize_bgr"]
-
-INTERP = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
+__all__ = ["resize_bgr"]
 
 
 def resize_bgr(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -21,17 +23,4 @@ def resize_bgr(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
     """
     if bgr.ndim != 3 or bgr.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 BGR image, got shape {bgr.shape}")
-    h, w = spec.height, spec.width
-    if bgr.shape[0] == h and bgr.shape[1] == w:
-        return bgr
-    interp = INTERP[spec.resize.interpolation]
-    if spec.resize.method == "stretch":
-        return cv2.resize(bgr, (w, h), interpolation=interp)
-    sh, sw = bgr.shape[:2]
-    scale = min(h / sh, w / sw)
-    nh, nw = max(1, round(sh * scale)), max(1, round(sw * scale))
-    resized = cv2.resize(bgr, (nw, nh), interpolation=interp)
-    out = np.full((h, w, 3), spec.resize.pad, dtype=np.uint8)
-    top, left = (h - nh) // 2, (w - nw) // 2
-    out[top : top + nh, left : left + nw] = resized
-    return out
+    return resize_frame(bgr, spec)
