@@ -2,209 +2,37 @@
 ``execute_async_v3`` on one CUDA stream.
 
 - Engine cache (DESIGN section 4): ``<engine_cache>/<key>.engine`` (plain serialized engine) with
-  ``<key>.json`` sidecar, key = (model sha256, TensorRT version, compute capability, precision,
-  batch profile), via :mod:`export.engine_cache`. A cached engine is checked against the running
-  TensorRT and GPU before it is loaded; on mismatch (or a corrupt file) it is rebuilt with
-  :mod:`export.engine`'s builder, with a persisted timing cache.
+  ``<key>.engine.json`` sidecar, key = (model sha256, TensorRT version, compute capability,
+  precision, batch profile), via :mod:`agent.backends.engine_cache`. A cached engine is checked
+  against the running TensorRT and GPU before it is loaded; on mismatch (or a corrupt file) it is
+  rebuilt with :mod:`agent.backends.tensorrt_build`, with a persisted timing cache.
 - INT8 engines are built from ``model.int8-trt.onnx`` (Q/DQ), FP16/FP32 from ``model.fp32.onnx``.
-- Every CUDA and TensorRT call runs on one worker thread that owns the CUDA context; ``infer``
-  hands the batch over and waits. Host buffers are pinned; tensors are bound by name
-  (``set_input_shape``, ``set_tensor_address``).
-- ``tensorrt`` and the CUDA bindings (``cuda-python``, else ``pycuda``) are imported here only.
+- Every CUDA and TensorRT call runs on one worker thread that owns the CUDA context
+  (:mod:`agent.backends.cuda_host`); ``infer`` hands the batch over and waits. Host buffers are
+  pinned; tensors are bound by name (``set_input_shape``, ``set_tensor_address``).
+- ``tensorrt`` and the CUDA bindings (``cuda-python``, else ``pycuda``) are imported inside
+  functions only.
 """
 
 from __future__ import annotations
 
-import ctypes
-import importlib
-import importlib.util
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from agent.backends import engine_cache as ec
+from agent.backends import tensorrt_build
 from agent.backends.base import Backend, BackendError, BackendUnavailable, pick_onnx_artifact
+from agent.backends.cuda_host import INSTALL_CUDA, CudaPython, CudaWorker, PyCuda, cudart, has_module
+from contract.bundle import sha256_file
 from contract.card import ModelCard
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TensorRTBackend"]
-
-_INSTALL_TRT = (
-    "TensorRT is not installed: on a Jetson it ships with JetPack (apt install python3-libnvinfer); "
-    "on x86 pip install tensorrt"
-)
-_INSTALL_CUDA = "no CUDA Python bindings: pip install cuda-python (or pycuda)"
-
-
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _cudart() -> Any:
-    """The CUDA runtime module of cuda-python (new and old layouts), or None."""
-    for name in ("cuda.bindings.runtime", "cuda.cudart"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    return None
-
-
-# -- CUDA helpers (used on the worker thread only) ----------------------------------------------
-
-
-class _CudaPython:
-    """cuda-python runtime API: pinned host arrays, device buffers, one stream."""
-
-    def __init__(self, device: int) -> None:
-        self.rt = _cudart()
-        if self.rt is None:
-            raise BackendUnavailable(_INSTALL_CUDA)
-        self._check(self.rt.cudaSetDevice(device), "cudaSetDevice")
-        self.device = device
-        self.stream = self._check(self.rt.cudaStreamCreate(), "cudaStreamCreate")
-        self._host: list[int] = []
-        self._dev: list[int] = []
-
-    def _check(self, result: Any, what: str) -> Any:
-        err, *rest = result if isinstance(result, tuple) else (result,)
-        if int(err) != 0:
-            raise BackendError(f"CUDA {what} failed: {err}")
-        return rest[0] if len(rest) == 1 else (rest or None)
-
-    def compute_capability(self) -> str:
-        props = self._check(self.rt.cudaGetDeviceProperties(self.device), "cudaGetDeviceProperties")
-        return f"{props.major}.{props.minor}"
-
-    def host_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        ptr = int(self._check(self.rt.cudaMallocHost(nbytes), "cudaMallocHost"))
-        self._host.append(ptr)
-        buf = (ctypes.c_byte * nbytes).from_address(ptr)
-        return np.frombuffer(buf, dtype=dtype).reshape(shape)
-
-    def device_buffer(self, nbytes: int) -> int:
-        ptr = int(self._check(self.rt.cudaMalloc(nbytes), "cudaMalloc"))
-        self._dev.append(ptr)
-        return ptr
-
-    def h2d(self, dptr: int, host: np.ndarray) -> None:
-        kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self._check(
-            self.rt.cudaMemcpyAsync(dptr, host.ctypes.data, host.nbytes, kind, self.stream), "H2D copy"
-        )
-
-    def d2h(self, host: np.ndarray, dptr: int) -> None:
-        kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self._check(
-            self.rt.cudaMemcpyAsync(host.ctypes.data, dptr, host.nbytes, kind, self.stream), "D2H copy"
-        )
-
-    def sync(self) -> None:
-        self._check(self.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-
-    @property
-    def stream_handle(self) -> int:
-        return int(self.stream)
-
-    def close(self) -> None:
-        for p in self._dev:
-            self.rt.cudaFree(p)
-        for p in self._host:
-            self.rt.cudaFreeHost(p)
-        self._dev, self._host = [], []
-        if self.stream is not None:
-            self.rt.cudaStreamDestroy(self.stream)
-            self.stream = None
-
-
-class _PyCuda:
-    """pycuda: a context made current on the worker thread (popped at close)."""
-
-    def __init__(self, device: int) -> None:
-        try:
-            import pycuda.driver as cuda
-        except ImportError as e:
-            raise BackendUnavailable(_INSTALL_CUDA) from e
-        cuda.init()
-        self.cuda = cuda
-        self.dev = cuda.Device(device)
-        self.ctx = self.dev.make_context()
-        self.stream = cuda.Stream()
-        self._bufs: list[Any] = []
-
-    def compute_capability(self) -> str:
-        major, minor = self.dev.compute_capability()
-        return f"{major}.{minor}"
-
-    def host_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        return self.cuda.pagelocked_empty(shape, dtype)
-
-    def device_buffer(self, nbytes: int) -> int:
-        buf = self.cuda.mem_alloc(nbytes)
-        self._bufs.append(buf)
-        return int(buf)
-
-    def h2d(self, dptr: int, host: np.ndarray) -> None:
-        self.cuda.memcpy_htod_async(dptr, host, self.stream)
-
-    def d2h(self, host: np.ndarray, dptr: int) -> None:
-        self.cuda.memcpy_dtoh_async(host, dptr, self.stream)
-
-    def sync(self) -> None:
-        self.stream.synchronize()
-
-    @property
-    def stream_handle(self) -> int:
-        return int(self.stream.handle)
-
-    def close(self) -> None:
-        for b in self._bufs:
-            b.free()
-        self._bufs = []
-        self.ctx.pop()
-
-
-class _Worker:
-    """One thread that owns the CUDA context; ``call(fn)`` runs ``fn`` there."""
-
-    def __init__(self, name: str = "tensorrt") -> None:
-        self._q: queue.Queue[Optional[tuple[Callable[[], Any], Future]]] = queue.Queue()
-        self._t = threading.Thread(target=self._run, name=name, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            fn, fut = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn())
-            except BaseException as e:  # handed to the caller
-                fut.set_exception(e)
-
-    def call(self, fn: Callable[[], Any], timeout: Optional[float] = None) -> Any:
-        fut: Future = Future()
-        self._q.put((fn, fut))
-        return fut.result(timeout)
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._t.join(10)
-
 
 # -- the backend ------------------------------------------------------------------------------------
 
@@ -229,7 +57,7 @@ class TensorRTBackend(Backend):
         self.device = f"cuda:{device_index}"
         self.engine_path: Optional[Path] = None
         self.built = False
-        self._worker: Optional[_Worker] = None
+        self._worker: Optional[CudaWorker] = None
         self._cuda: Any = None
         self._engine: Any = None
         self._context: Any = None
@@ -237,11 +65,11 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
-        if not _has("tensorrt"):
-            return False, _INSTALL_TRT
-        if _cudart() is None and not _has("pycuda"):
-            return False, _INSTALL_CUDA
-        rt = _cudart()
+        if not has_module("tensorrt"):
+            return False, tensorrt_build.INSTALL_TENSORRT
+        rt = cudart()
+        if rt is None and not has_module("pycuda"):
+            return False, INSTALL_CUDA
         if rt is not None:
             try:
                 err, n = rt.cudaGetDeviceCount()
@@ -270,17 +98,13 @@ class TensorRTBackend(Backend):
             raise BackendUnavailable(why)
         import tensorrt as trt
 
-        try:
-            from export import engine_cache as ec
-        except ImportError as e:
-            raise BackendUnavailable(f"export.engine_cache is missing ({e}); reinstall binwatch") from e
         precision, onnx_path, art = self._precision_and_onnx(bundle, card)
-        model_sha = art.sha256 if art is not None else _sha256(onnx_path)
+        model_sha = art.sha256 if art is not None else sha256_file(onnx_path)
         profile = (1, self.batch, self.batch)
         if art is not None and art.batch_profile is not None:
             bp = art.batch_profile
             profile = (bp.min, bp.opt, bp.max)
-        self._worker = _Worker()
+        self._worker = CudaWorker()
         try:
             self._worker.call(lambda: self._setup_cuda())
             cc = self._worker.call(lambda: self._cuda.compute_capability())
@@ -293,7 +117,7 @@ class TensorRTBackend(Backend):
             )
             self.engine_cache.mkdir(parents=True, exist_ok=True)
             engine_path = self.engine_cache / f"{key}.engine"
-            data = self._cached_engine(ec, engine_path, trt.__version__, cc, model_sha, precision, profile)
+            data = self._cached_engine(engine_path, trt.__version__, cc, model_sha, precision, profile)
             if data is None:
                 data = self._build(onnx_path, precision, profile, engine_path)
             self._worker.call(lambda: self._deserialize(data, card))
@@ -317,11 +141,10 @@ class TensorRTBackend(Backend):
         )
 
     def _setup_cuda(self) -> None:
-        self._cuda = _CudaPython(self.device_index) if _cudart() is not None else _PyCuda(self.device_index)
+        self._cuda = CudaPython(self.device_index) if cudart() is not None else PyCuda(self.device_index)
 
     def _cached_engine(
         self,
-        ec: Any,
         engine_path: Path,
         trt_version: str,
         cc: str,
@@ -329,6 +152,8 @@ class TensorRTBackend(Backend):
         precision: str,
         profile: tuple[int, int, int],
     ) -> Optional[bytes]:
+        """The cached engine's bytes when its sidecar matches this TensorRT, GPU, model, precision
+        and profile; None (with the reasons logged) when it must be (re)built."""
         if not engine_path.is_file() or not ec.sidecar_path(engine_path).is_file():
             return None
         try:
@@ -353,8 +178,6 @@ class TensorRTBackend(Backend):
     def _build(
         self, onnx_path: Path, precision: str, profile: tuple[int, int, int], engine_path: Path
     ) -> bytes:
-        from export import engine as builder  # the TensorRT builder; imports no torch at module level
-
         log.warning(
             "tensorrt: building a %s engine for %s here (minutes on a Jetson; not ready until then)",
             precision,
@@ -363,7 +186,7 @@ class TensorRTBackend(Backend):
         t0 = time.perf_counter()
         try:
             path, _sidecar = self._worker.call(  # type: ignore[union-attr]
-                lambda: builder.build_engine(
+                lambda: tensorrt_build.build_engine(
                     onnx_path,
                     engine_path,
                     precision=precision,
@@ -376,7 +199,7 @@ class TensorRTBackend(Backend):
                     on_phase=lambda msg: log.warning("tensorrt build: %s", msg),
                 )
             )
-        except Exception as e:  # export.errors.ExportError and TensorRT's own errors
+        except Exception as e:  # EngineBuildError and TensorRT's own errors
             raise BackendError(f"TensorRT engine build failed for {onnx_path.name}: {e}") from e
         self.built = True
         log.warning("tensorrt: engine built in %.0fs and cached as %s", time.perf_counter() - t0, path)
@@ -469,13 +292,3 @@ class TensorRTBackend(Backend):
         except Exception as e:
             log.warning("tensorrt: releasing CUDA resources failed: %s", e)
         worker.close()
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -116,7 +116,7 @@ def test_tensorrt_engine_cache_decision_without_tensorrt(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The cache check runs without TensorRT: a matching sidecar loads, any mismatch rebuilds."""
-    from export import engine_cache as ec
+    from agent.backends import engine_cache as ec
 
     sha = "ab" * 32
     key = ec.engine_cache_key(sha, "10.3.0", "8.7", "int8", (1, 4, 4))
@@ -133,12 +133,12 @@ def test_tensorrt_engine_cache_decision_without_tensorrt(
         ),
     )
     b = TensorRTBackend(engine_cache=tmp_path)
-    assert b._cached_engine(ec, engine, "10.3.0", "8.7", sha, "int8", (1, 4, 4)) == b"plain engine bytes"
+    assert b._cached_engine(engine, "10.3.0", "8.7", sha, "int8", (1, 4, 4)) == b"plain engine bytes"
     caplog.set_level(logging.WARNING)
-    assert b._cached_engine(ec, engine, "10.4.0", "8.7", sha, "int8", (1, 4, 4)) is None
+    assert b._cached_engine(engine, "10.4.0", "8.7", sha, "int8", (1, 4, 4)) is None
     assert "running TensorRT 10.4.0" in caplog.text and "rebuilding" in caplog.text
-    assert b._cached_engine(ec, engine, "10.3.0", "7.2", sha, "int8", (1, 4, 4)) is None
-    assert b._cached_engine(ec, engine, "10.3.0", "8.7", sha, "int8", (1, 8, 8)) is None
+    assert b._cached_engine(engine, "10.3.0", "7.2", sha, "int8", (1, 4, 4)) is None
+    assert b._cached_engine(engine, "10.3.0", "8.7", sha, "int8", (1, 8, 8)) is None
     ec.sidecar_path(engine).write_text("{broken")
-    assert b._cached_engine(ec, engine, "10.3.0", "8.7", sha, "int8", (1, 4, 4)) is None
-    assert b._cached_engine(ec, tmp_path / "missing.engine", "10.3.0", "8.7", sha, "int8", (1, 4, 4)) is None
+    assert b._cached_engine(engine, "10.3.0", "8.7", sha, "int8", (1, 4, 4)) is None
+    assert b._cached_engine(tmp_path / "missing.engine", "10.3.0", "8.7", sha, "int8", (1, 4, 4)) is None

@@ -1,5 +1,7 @@
-"""`binwatch export engine`: the TensorRT builder. Without TensorRT only the input checks and the
-clear "missing" error run here; real builds are marked `tensorrt` and skip where it is absent."""
+"""`binwatch export engine`: the export wrapper around the agent's TensorRT builder
+(agent.backends.tensorrt_build; its pure logic is tested in tests/agent/). Without TensorRT only the
+input checks and the clear "missing" error (exit 3) run here; real builds are marked `tensorrt` and
+skip where it is absent."""
 
 from __future__ import annotations
 
@@ -9,22 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.engine import parse_version, trt_available, uses_strongly_typed
+from export.engine import trt_available, uses_strongly_typed
 from tests.export.conftest import invoke
 from tests.hw import requires_gpu, requires_tensorrt
-
-
-@pytest.mark.parametrize(
-    ("version", "typed"),
-    [("10.3.0", False), ("10.3.0.30", False), ("10.11.0.33", False), ("10.12.0.36", True), ("11.0", True)],
-)
-def test_version_switch(version: str, typed: bool) -> None:
-    assert uses_strongly_typed(version) is typed
-
-
-def test_parse_version() -> None:
-    assert parse_version("10.3.0.30") == (10, 3, 0, 30)
-    assert parse_version("10.12.0.36+cuda12") == (10, 12, 0, 36)
 
 
 @pytest.mark.skipif(
@@ -48,6 +37,8 @@ def test_engine_input_errors_exit_2(bundle_dir: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "unsigned" in res.output and "model.int8-trt.onnx" in res.output
     res = invoke("export", "engine", bundle_dir / "model.fp32.onnx", "--precision", "int8")
     assert res.exit_code == 2 and "Q/DQ" in res.output
+    res = invoke("export", "engine", bundle_dir, "--precision", "int4")
+    assert res.exit_code == 2 and "unknown precision" in res.output
     res = invoke("export", "engine", bundle_dir, "--min-batch", "4", "--max-batch", "2")
     assert res.exit_code == 2 and "batch profile" in res.output
     empty = tmp_path / "empty"
@@ -85,10 +76,10 @@ def _run_engine(engine_path: Path, x: np.ndarray) -> np.ndarray:
 def test_build_engine_and_sidecar(bundle_dir: Path, tmp_path: Path, precision: str) -> None:
     import tensorrt as trt
 
+    from agent.backends.engine_cache import check_engine_compat, detect_compute_capability, read_sidecar
     from agent.preprocess import decode_jpeg, preprocess
     from contract.card import load_card
     from export.artifacts import sha256_file
-    from export.engine_cache import check_engine_compat, detect_compute_capability, read_sidecar
     from export.golden import compare_golden, load_golden, softmax
 
     out = tmp_path / f"m.{precision}.engine"

@@ -1,13 +1,14 @@
 """TensorRT engine cache: key, sidecar metadata and the compatibility check (pure logic).
 
 TensorRT engines are tied to the TensorRT version and the GPU they were built on, so bundles carry
-ONNX and the device builds its engine on first use, caching it under :func:`engine_cache_key`. The
-engine file is written plain (no bytes prepended); its metadata lives beside it in a sidecar JSON
-(``<engine>.json``, :class:`EngineSidecar`). Before loading a cached engine, :func:`check_engine_compat`
-compares the sidecar with the running TensorRT and GPU; any reason it returns means "rebuild".
+ONNX and the device builds its engine on first use (:mod:`agent.backends.tensorrt_build`), caching
+it under :func:`engine_cache_key`. The engine file is written plain (no bytes prepended); its
+metadata lives beside it in a sidecar JSON (``<engine>.json``, :class:`EngineSidecar`). Before
+loading a cached engine, :func:`check_engine_compat` compares the sidecar with the running TensorRT
+and GPU; any reason it returns means "rebuild".
 
-The agent imports this module: it imports only the standard library and ``contract`` at module level
-(no torch, no TensorRT) and runs on Python 3.10.
+Standard library, pydantic and ``contract`` only (no numpy, no TensorRT, no torch); Python 3.10.
+``binwatch export engine`` uses it through the same builder.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "EngineSidecar",
     "check_engine_compat",
     "detect_compute_capability",
+    "detect_gpu_name",
     "engine_cache_key",
     "normalize_compute_capability",
     "parse_l4t_release",
@@ -312,3 +314,29 @@ def detect_compute_capability(device: int = 0) -> Optional[str]:
         if cc:
             return cc
     return None
+
+
+def detect_gpu_name(device: int = 0) -> Optional[str]:
+    """The GPU's name for the sidecar (Jetson device tree, else nvidia-smi); None when unknown."""
+    try:
+        name = Path("/proc/device-tree/model").read_text(errors="replace").strip("\x00\n ")
+    except OSError:
+        pass
+    else:
+        if name:
+            return name
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name", "--format=csv,noheader", f"--id={device}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    first = out.splitlines()[0].strip() if out else ""
+    return first or None

@@ -1,4 +1,5 @@
-"""Pure engine-cache logic (runs everywhere): cache key, compatibility check, sidecar, L4T parsing."""
+"""Pure engine-cache logic (runs everywhere, Python 3.10 without torch): cache key, compatibility
+check, sidecar, L4T parsing, platform probes."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from contract.base import ContractError
-from export.engine_cache import (
+from agent.backends.engine_cache import (
     EngineSidecar,
+    _cc_from_device_tree,
     check_engine_compat,
     engine_cache_key,
     normalize_compute_capability,
@@ -21,6 +22,7 @@ from export.engine_cache import (
     sidecar_path,
     write_sidecar,
 )
+from contract.base import ContractError
 
 SHA = "ab" * 32
 OTHER = "cd" * 32
@@ -184,10 +186,24 @@ def test_read_l4t_release_file(tmp_path: Path) -> None:
     assert read_l4t_release(tmp_path / "absent") is None
 
 
-def test_agent_can_import_without_torch_or_tensorrt() -> None:
+def test_jetson_compute_capability_from_the_device_tree(tmp_path: Path) -> None:
+    """A Jetson is recognised from /proc/device-tree/compatible without any CUDA call."""
+    compatible = tmp_path / "compatible"
+    compatible.write_bytes(b"nvidia,p3768-0000+p3767-0005\x00nvidia,p3767-0005\x00nvidia,tegra234\x00")
+    assert _cc_from_device_tree(compatible) == "8.7"
+    compatible.write_bytes(b"nvidia,p2771-0000\x00nvidia,tegra186\x00")
+    assert _cc_from_device_tree(compatible) == "6.2"
+    compatible.write_bytes(b"raspberrypi,5-model-b\x00brcm,bcm2712\x00")
+    assert _cc_from_device_tree(compatible) is None
+    assert _cc_from_device_tree(tmp_path / "absent") is None
+
+
+def test_engine_modules_import_without_torch_tensorrt_onnx_or_export() -> None:
     code = (
-        "import sys, export.engine_cache, export.golden\n"
-        "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt', 'numpy') if m in sys.modules]\n"
+        "import sys, agent.backends.engine_cache, agent.backends.tensorrt_build\n"
+        "import agent.backends.tensorrt_backend\n"
+        "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt', 'export', 'training')"
+        " if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
