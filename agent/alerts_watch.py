@@ -16,8 +16,8 @@ from typing import Any, Optional, Union
 
 import paho.mqtt.client as mqtt
 
+from agent.mqtt_client import connect_kwargs, make_client
 from agent.mqtt_config import MqttConfig
-from agent.mqtt_link import connect_kwargs, make_client
 from contract.base import ContractError
 from contract.fields import check_id
 from contract.messages import Alert

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
+from agent.decision import VERDICTS
 from contract.base import utcnow
 from contract.messages import CameraStats, CameraStatus, StageLatency, Stats, Status
 
 if TYPE_CHECKING:
     from agent.runtime import Runtime
 
-__all__ = ["build_stats", "build_status", "camera_state", "camera_status_key"]
+__all__ = [
+    "STATS_VERDICTS",
+    "build_stats",
+    "build_status",
+    "camera_state",
+    "camera_status_key",
+    "status_payload",
+    "verdict_counts",
+]
+
+log = logging.getLogger(__name__)
+
+STATS_VERDICTS: tuple[str, ...] = (*VERDICTS, "failed")
+"""The keys ``stats.verdicts`` always carries: the decision's verdicts, and ``failed`` for a
+presentation that ended without a verdict (no frame arrived); the same labels as the
+``binwatch_verdicts`` Prometheus counter and the ``verdict`` field of ``verdicts.jsonl``."""
 
 # capture states -> the contract's camera states
 _STATE = {
@@ -26,9 +44,12 @@ _STATE = {
 
 
 def _agent_version() -> str:
-    from binwatch import __version__
+    try:
+        from binwatch import __version__
 
-    return str(__version__)
+        return str(__version__)
+    except Exception:  # pragma: no cover - binwatch is part of the same distribution
+        return "unknown"
 
 
 def camera_state(state: str) -> str:
@@ -64,6 +85,32 @@ def build_status(rt: Runtime, state: str) -> Status:
     )
 
 
+def status_payload(provider: Optional[Callable[[str], Status]], state: str, session: int) -> bytes:
+    """The ``status`` bytes for ``state`` in ``session``: the provider's status (a running agent's
+    :func:`build_status`), or a minimal one when there is none or it fails (e.g. the last will)."""
+    status: Optional[Status] = None
+    if provider is not None:
+        try:
+            status = provider(state)
+        except Exception:
+            log.exception("status_provider failed; publishing a minimal status")
+    now = utcnow()
+    if status is None:
+        status = Status(state=state, session=session, ts=now, agent_version=_agent_version())  # type: ignore[arg-type]
+    else:
+        status = status.model_copy(update={"state": state, "session": session, "ts": now})
+    return status.to_json_bytes()
+
+
+def verdict_counts(counted: Mapping[str, int]) -> dict[str, int]:
+    """Totals by verdict for ``stats.verdicts``: every key of :data:`STATS_VERDICTS` (0 when none
+    yet), then any other verdict that was counted."""
+    out = {v: 0 for v in STATS_VERDICTS}
+    for verdict, n in counted.items():
+        out[str(verdict)[:64]] = out.get(str(verdict)[:64], 0) + int(n)
+    return dict(list(out.items())[:16])
+
+
 def build_stats(rt: Runtime) -> Stats:
     m = rt.metrics
     latency = {
@@ -96,6 +143,7 @@ def build_stats(rt: Runtime) -> Stats:
         decode_errors=int(decode_errors),
         latency=latency,
         invalid_messages={k[:256]: int(v) for k, v in list(invalid.items())[:64]},
+        verdicts=verdict_counts(snap["verdicts"]),  # type: ignore[arg-type]
         backend=model.ref.backend if model else None,
         precision=model.ref.precision if model else None,
         cameras=cams,

@@ -15,7 +15,7 @@ import binascii
 import logging
 import math
 import re
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +25,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -259,10 +260,16 @@ class CameraStats(Strict):
 
 
 class Stats(Versioned):
-    """Periodic ``stats``: throughput, latency per stage, outbox health. Counters are totals since start."""
+    """Periodic ``stats``: throughput, latency per stage, outbox health, verdicts. Counters are
+    totals since start.
+
+    Version 2 added ``verdicts``. Version 1 payloads (from older agents) are still read: they parse
+    as version 2 with empty ``verdicts``."""
 
     SCHEMA = "binwatch.stats"
-    VERSION = 1
+    VERSION = 2
+    OLDER_VERSIONS: ClassVar[tuple[int, ...]] = (1,)
+    """Earlier versions this reader also accepts (each is a subset of this one)."""
 
     ts: Timestamp
     uptime_s: NonNegFloat
@@ -280,9 +287,36 @@ class Stats(Versioned):
     invalid_messages: dict[LongKey, U63] = Field(
         default_factory=dict, max_length=64, description="refused incoming messages by reason or topic"
     )
+    verdicts: dict[Key, U63] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="presentations decided since start, by verdict: match, mismatch, uncertain, "
+        "no_manifest, and failed (ended without a verdict); an agent reports every one, 0 included",
+    )
     backend: Optional[Backend] = None
     precision: Optional[Precision] = None
     cameras: dict[Id, CameraStats] = Field(default_factory=dict, max_length=64)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _v1_has_no_verdicts(cls, data: Any) -> Any:
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if type(version) is int and version == 1 and "verdicts" in data:
+            raise ValueError("verdicts is not part of binwatch.stats version 1 (write schema_version 2)")
+        return data
+
+    @field_validator("schema_version")
+    @classmethod
+    def _check_version(cls, v: int) -> int:
+        # overrides Versioned._check_version: an older version is read as this one
+        if v in cls.OLDER_VERSIONS:
+            return cls.VERSION
+        if v != cls.VERSION:
+            readable = ", ".join(str(n) for n in (*cls.OLDER_VERSIONS, cls.VERSION))
+            raise ValueError(
+                f"unsupported schema_version {v} for {cls.SCHEMA} (this binwatch reads versions {readable})"
+            )
+        return v
 
 
 # -- model rollout -----------------------------------------------------------------------------

@@ -17,6 +17,9 @@ What it does, in order:
    validation split it chooses ``decision.mismatch_threshold`` / ``match_threshold`` for the card;
 7. writes ``metrics.json``, ``report.md`` and PNG plots to ``RUN/eval-<dataset>/`` (or ``--out``),
    and, with ``--park-results``, abid_challenge's ``counting_result.txt``.
+
+Steps 1-2 live in :mod:`training.eval_data` and step 3 in :mod:`training.eval_predict`; this module
+drives them and assembles the metrics, the report and the card update.
 """
 
 from __future__ import annotations
@@ -24,22 +27,27 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from training.eval_data import (
+    EvalError,
+    load_items,
+    pick_split,
+    select_splits,
+    split_file_entries,
+    trained_on_synthetic,
+)
+from training.eval_predict import Progress, infer, resolve_device
+
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalError", "EvalOptions", "run_eval", "write_park_results"]
-
-Progress = Callable[[str, int, int], None]
-
-
-class EvalError(ValueError):
-    """A bad run folder, dataset or option; the message names the cause and the fix."""
+# EvalError and infer are re-exported: they were defined here before eval_data / eval_predict
+__all__ = ["EvalError", "EvalOptions", "infer", "run_eval", "write_park_results"]
 
 
 @dataclass
@@ -65,146 +73,6 @@ class EvalOptions:
     update_card: bool = True
 
 
-# -- data ----------------------------------------------------------------------------------------
-
-
-def _load_items(data: Path) -> tuple[list[Any], str, str, bool]:
-    """(items, short dataset name, dataset id as training records it, synthetic?)."""
-    from contract.abid import AbidError
-    from training.dataset import is_synthetic, items_from_cache, items_from_dir
-
-    if not data.is_dir():
-        raise EvalError(f"--data {data}: no such folder (an ABID-layout folder or a prepared cache)")
-    if (data / "index.json").is_file():
-        from training.prepare import load_index
-
-        try:
-            index = load_index(data)
-        except (FileNotFoundError, ValueError) as e:
-            raise EvalError(str(e)) from e
-        return items_from_cache(data), data.resolve().name, index.source, index.synthetic
-    try:
-        items, _ = items_from_dir(data)
-    except AbidError as e:
-        raise EvalError(str(e)) from e
-    if not items:
-        raise EvalError(
-            f"--data {data}: no images found (expected bin-images/<key>.jpg + metadata/<key>.json)"
-        )
-    return items, data.resolve().name, str(data.resolve()), is_synthetic(data, items)
-
-
-def _splits(
-    opts: EvalOptions, items: list[Any], card, ds_id: str, synthetic: bool
-) -> tuple[dict[str, list[Any]], str, bool]:
-    """(splits, how, seen): ``seen`` is False for data the run was not trained on.
-
-    The run's ``splits.json`` applies only to the dataset the run was trained on: ABID keys and
-    synthetic keys look alike (``00001``), so matching keys alone prove nothing. The same dataset is
-    the one the card names; a dataset at another path of the same kind (real or synthetic) sharing
-    keys is taken for a moved copy (with a warning).
-    """
-    from training.dataset import SPLITS, load_splits_json, parse_split_files, split_items
-
-    if opts.split_files:
-        try:
-            files = parse_split_files(opts.split_files)
-            splits, how = split_items(items, split_files=files)
-        except (ValueError, OSError) as e:
-            raise EvalError(f"--split-file: {e}") from e
-        return splits, how, True
-    saved = Path(opts.run) / "splits.json"
-    trained_on = card.trained_from.data if card.trained_from else None
-    same = trained_on == ds_id
-    if saved.is_file() and (same or _trained_on_synthetic(card) == synthetic):
-        splits, how = load_splits_json(saved, items)
-        if any(splits[name] for name in SPLITS):
-            if not same:
-                log.warning(
-                    "the run was trained on %s, not %s; using its splits.json because keys match "
-                    "(a moved copy?). Pass --split-file to choose the images explicitly.",
-                    trained_on,
-                    ds_id,
-                )
-            return splits, f"the run's splits.json ({how})", True
-    log.info("%s is not the data the run was trained on (%s): evaluating every image", ds_id, trained_on)
-    return (
-        {"train": [], "val": [], "test": [], "all": list(items)},
-        "every image (data the run did not see)",
-        False,
-    )
-
-
-def _pick_split(opts: EvalOptions, splits: dict[str, list[Any]], items: list[Any]) -> str:
-    if opts.split is None:
-        for name in ("test", "val"):
-            if splits.get(name):
-                return name
-        return "all"
-    if opts.split == "all":
-        return "all"
-    if opts.split not in ("val", "test", "train"):
-        raise EvalError(f"--split {opts.split!r}: choose val, test or all")
-    if not splits.get(opts.split):
-        raise EvalError(
-            f"--split {opts.split}: no such images in {opts.data} (the run's split keys are not there); "
-            "use --split all, or --split-file FILE"
-        )
-    return opts.split
-
-
-# -- inference -----------------------------------------------------------------------------------
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def infer(
-    model,
-    items: Sequence[Any],
-    card,
-    *,
-    device,
-    batch_size: int = 64,
-    workers: int = 0,
-    tta_flip: bool = False,
-    progress: Optional[Progress] = None,
-    stage: str = "infer",
-) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """Logits of ``items`` (and of their horizontal flips with ``tta_flip``), float64 numpy."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from training.dataset import CountDataset
-    from training.transforms import eval_transform
-
-    ds = CountDataset(
-        items, eval_transform(card.input), counts=card.output.counts, overflow=card.output.overflow
-    )
-    dl = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
-    width_dim = 3 if card.input.layout == "NCHW" else 2
-    model = model.to(device).eval()
-    outs, flips, done = [], [], 0
-    with torch.inference_mode():
-        for x, _ in dl:
-            x = x.to(device)
-            outs.append(model(x).float().cpu())
-            if tta_flip:
-                flips.append(model(torch.flip(x, dims=[width_dim])).float().cpu())
-            done += len(x)
-            if progress is not None:
-                progress(stage, done, len(ds))
-    k = card.model.num_classes
-    logits = torch.cat(outs).double().numpy() if outs else np.zeros((0, k))
-    flipped = (torch.cat(flips).double().numpy() if flips else np.zeros((0, k))) if tta_flip else None
-    return logits, flipped
-
-
 # -- outputs -------------------------------------------------------------------------------------
 
 
@@ -219,28 +87,10 @@ def write_park_results(path: Path, predictions: Sequence[int]) -> Path:
     return path
 
 
-def _split_file_entries(opts: EvalOptions, split: str) -> Optional[int]:
-    """How many entries the split file of ``split`` has (None when no split file names it)."""
-    if not opts.split_files:
-        return None
-    from training.dataset import parse_split_files
-
-    files = parse_split_files(opts.split_files)
-    if split not in files:
-        return None
-    data = json.loads(Path(files[split]).read_text(encoding="utf-8"))
-    return sum(len(v) for v in data.values()) if isinstance(data, dict) else len(data)
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def _trained_on_synthetic(card) -> bool:
-    data = card.trained_from.data if card.trained_from else None
-    return any(m.is_synthetic for m in card.metrics if data is None or m.dataset == data)
 
 
 def _update_card(
@@ -289,19 +139,21 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
         raise EvalError(f"cannot load run {run}: {e}") from e
     counts, overflow = list(card.output.counts), card.output.overflow
 
-    items, ds_name, ds_id, synthetic = _load_items(Path(opts.data))
+    items, ds_name, ds_id, synthetic = load_items(Path(opts.data))
     kept = [it for it in items if it.count in counts or (overflow and it.count > counts[-1])]
     excluded = len(items) - len(kept)
     if excluded:
         log.info("left out %d images whose count the head (%s) cannot express", excluded, counts)
-    splits, split_how, seen = _splits(opts, kept, card, ds_id, synthetic)
-    split = _pick_split(opts, splits, kept)
+    splits, split_how, seen = select_splits(
+        kept, card, ds_id, synthetic, run=run, split_files=opts.split_files
+    )
+    split = pick_split(opts.split, splits, Path(opts.data))
     eval_items = splits[split] if split != "all" else (splits.get("all") or kept)
     if not eval_items:
         raise EvalError(f"no images to evaluate in {opts.data} (split {split}, {split_how})")
     val_items = splits.get("val") or []
 
-    device = _device(opts.device)
+    device = resolve_device(opts.device)
     kw = {"device": device, "batch_size": opts.batch_size, "workers": opts.workers, "progress": progress}
     logits, flipped = infer(model, eval_items, card, tta_flip=opts.tta_flip, stage=f"eval {split}", **kw)
     raw_true = np.asarray([it.count for it in eval_items], dtype=np.int64)
@@ -407,7 +259,7 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
         "counts": counts,
         "overflow": overflow,
         "is_synthetic": synthetic,
-        "trained_on_synthetic": _trained_on_synthetic(card),
+        "trained_on_synthetic": trained_on_synthetic(card),
         "temperature": temperature,
         "tta_flip": bool(opts.tta_flip),
         "decodings": tables,
@@ -421,7 +273,7 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
 
     if opts.park_results is not None:
         preds = decode(probs if flipped is None else probs_tta, counts, opts.park_decoding)
-        entries = _split_file_entries(opts, split)
+        entries = split_file_entries(opts.split_files, split)
         if entries is not None and entries != len(preds):
             log.warning(
                 "%d of %d split-file entries are missing from %s: counting_result.txt has the %d present "

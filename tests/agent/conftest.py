@@ -1,16 +1,18 @@
 """Fixtures for the agent tests: a tiny ONNX bundle (no torch), synthetic bins with a wrong
-manifest for some of them, and agent configs/runtimes wired to a real broker."""
+manifest for some of them, agent configs/runtimes wired to a real broker, and the pieces the
+end-to-end tests share (state dir and its verdict log, subscribers, a broker that keeps sessions)."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
 from tests.agent.bundles import make_tiny_bundle
+from tests.agent.mqtt_helpers import ROOT, Collector, PersistentMosquitto
 
 SYNTH_COUNT = 200
 SYNTH_SIZE = (96, 96)
@@ -99,3 +101,76 @@ def make_runtime() -> Iterator[Any]:
     yield make
     for rt in made:
         rt.stop()
+
+
+def event_camera(source: Path, *, name: str = "cam0", rate: float = 30) -> dict[str, Any]:
+    """A looping replay camera in event mode: stands in for a live camera that sees bins on demand."""
+    return {
+        "name": name,
+        "source": str(source),
+        "kind": "replay",
+        "loop": True,
+        "replay_rate": rate,
+        "drop_frames": True,
+        "trigger": "event",
+    }
+
+
+@pytest.fixture()
+def state_dir(tmp_path: Path) -> Path:
+    """The agent's state dir for this test (created by the agent)."""
+    return tmp_path / "state"
+
+
+@pytest.fixture()
+def verdict_log(state_dir: Path) -> Callable[[], list[dict[str, Any]]]:
+    """``verdict_log()``: the verdicts the agent's log in ``state_dir`` holds now."""
+    from agent.records import read_verdicts
+
+    return lambda: read_verdicts(state_dir / "verdicts.jsonl")
+
+
+@pytest.fixture()
+def e2e_config(tiny_bundle: Path, state_dir: Path) -> Callable[..., Any]:
+    """``e2e_config(broker_url, **kw)``: :func:`agent_config` with the tiny bundle and
+    ``state_dir``; ``mismatched=FOLDER`` replays FOLDER against its partly wrong manifest
+    (``FOLDER/manifest-mismatch``)."""
+
+    def make(broker: str, *, mismatched: Optional[Path] = None, **kw: Any) -> Any:
+        if mismatched is not None:
+            kw.update(replay=mismatched, manifest=mismatched / "manifest-mismatch")
+        return agent_config(bundle=tiny_bundle, state_dir=state_dir, broker=broker, **kw)
+
+    return make
+
+
+@pytest.fixture()
+def collector(mosquitto: Any) -> Iterator[Collector]:
+    """A subscriber on ``binwatch/#`` of the ``mosquitto`` broker, subscribed before the test runs."""
+    col = Collector(mosquitto.url, "binwatch/#")
+    try:
+        yield col
+    finally:
+        col.close()
+
+
+@pytest.fixture()
+def persistent_broker(tmp_path: Path) -> Iterator[PersistentMosquitto]:
+    """A started mosquitto that keeps sessions and queued messages across ``stop()``/``start()``."""
+    broker = PersistentMosquitto(tmp_path / "broker")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture()
+def persistent_alerts(persistent_broker: PersistentMosquitto) -> Iterator[Collector]:
+    """A persistent-session subscriber on the alerts of ``persistent_broker``: it misses nothing
+    published while it reconnects after a broker restart."""
+    col = Collector(persistent_broker.url, f"{ROOT}/alert/mismatch", persistent=True)
+    try:
+        yield col
+    finally:
+        col.close()

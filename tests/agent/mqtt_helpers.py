@@ -1,5 +1,5 @@
-"""Test helpers for the delivery tests: alert factory, a paho subscriber that collects messages,
-bounded polling, and a mosquitto that keeps sessions across restarts.
+"""Test helpers for the delivery tests: alert factory, a one-shot publisher, a paho subscriber that
+collects messages, bounded polling, and a mosquitto that keeps sessions across restarts.
 
 Used by tests/agent/test_mqtt_link.py, test_delivery_faults.py and test_alerts_watch.py (and free
 for the agent's end-to-end tests).
@@ -23,6 +23,7 @@ from contract.messages import Alert, ModelRef
 from tests.broker import Mosquitto
 
 WAIT_S = 30.0
+ROOT = "binwatch/v1/s1/d1"  # the topic root of the agents the tests configure (site s1, device d1)
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = WAIT_S, interval: float = 0.05) -> Any:
@@ -33,6 +34,15 @@ def wait_until(pred: Callable[[], Any], timeout: float = WAIT_S, interval: float
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def publish(url: str, topic: str, payload: bytes | dict[str, Any], retain: bool = False) -> None:
+    """One QoS 1 message to the broker at ``url`` (a dict is sent as JSON)."""
+    import paho.mqtt.publish as single
+
+    data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    single.single(topic, data, qos=1, retain=retain, hostname=host, port=int(port))
 
 
 def make_alert(site: str = "s1", device: str = "d1", **kw: Any) -> Alert:

@@ -7,46 +7,34 @@ import hashlib
 import json
 import urllib.error
 import urllib.request
+from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 
-from agent.records import read_verdicts
 from contract.messages import CommandResult, ModelReported, Result, Stats, Status
 from tests.agent.bundles import make_tiny_bundle
-from tests.agent.conftest import SYNTH_COUNT, agent_config
-from tests.agent.mqtt_helpers import Collector, retained, wait_until
+from tests.agent.conftest import SYNTH_COUNT, event_camera
+from tests.agent.mqtt_helpers import ROOT, publish, retained, wait_until
 from tests.hw import requires_mosquitto
 
 pytestmark = requires_mosquitto
 
-
-def _publish(url: str, topic: str, payload: bytes, retain: bool = False) -> None:
-    import paho.mqtt.publish as publish
-
-    host, port = url.split("://", 1)[1].rsplit(":", 1)
-    publish.single(topic, payload, qos=1, retain=retain, hostname=host, port=int(port))
+VERDICT_KINDS = ("match", "mismatch", "uncertain", "no_manifest", "failed")
 
 
 def test_replay_every_decided_mismatch_arrives_once_and_matches_never(
-    mosquitto, tiny_bundle: Path, synth_bins: Path, tmp_path: Path, make_runtime
+    mosquitto, collector, e2e_config, synth_bins: Path, state_dir: Path, verdict_log, make_runtime
 ) -> None:
-    col = Collector(mosquitto.url, "binwatch/#")
-    state = tmp_path / "state"
-    cfg = agent_config(
-        bundle=tiny_bundle,
-        state_dir=state,
-        broker=mosquitto.url,
-        replay=synth_bins,
-        manifest=synth_bins / "manifest-mismatch",
-        mqtt={"publish_results": True},
-    )
+    col = collector
+    cfg = e2e_config(mosquitto.url, mismatched=synth_bins, mqtt={"publish_results": True})
     rt = make_runtime(cfg, exit_when_done=True)
     assert rt.run() == 0
 
-    verdicts = read_verdicts(state / "verdicts.jsonl")
+    verdicts = verdict_log()
     assert len(verdicts) == SYNTH_COUNT
     assert [v["bin_id"] for v in verdicts] == [f"{i:05d}" for i in range(1, SYNTH_COUNT + 1)]
     by_kind = {k: [v for v in verdicts if v["verdict"] == k] for k in ("match", "mismatch", "uncertain")}
@@ -92,6 +80,20 @@ def test_replay_every_decided_mismatch_arrives_once_and_matches_never(
 
     stats = [Stats.parse(p) for _t, p, _r in col.on("/stats")]
     assert stats and stats[-1].backend == "onnxruntime-cpu"
+    # stats count the verdicts by kind: totals that only grow, and the last one (published at the
+    # clean stop) holds every verdict of the run, as the verdict log has them
+    counted = Counter(v["verdict"] for v in verdicts)
+    want = {k: counted[k] for k in VERDICT_KINDS}
+    assert sum(want.values()) == SYNTH_COUNT and want["mismatch"] == len(mismatch_ids)
+
+    def last_verdicts() -> dict[str, int]:
+        return Stats.parse(col.on("/stats")[-1][1]).verdicts
+
+    assert wait_until(lambda: last_verdicts() == want), (last_verdicts(), want)
+    stats = [Stats.parse(p) for _t, p, _r in col.on("/stats")]
+    assert all(set(s.verdicts) == set(VERDICT_KINDS) for s in stats)
+    for before, after in pairwise(stats):
+        assert all(after.verdicts[k] >= before.verdicts[k] for k in VERDICT_KINDS)
     statuses = [Status.parse(p) for _t, p, _r in col.on("/status")]
     assert statuses[0].state == "online" and statuses[-1].state == "stopped"
     assert statuses[-1].model is not None and statuses[-1].model.name == "tiny-count"
@@ -103,63 +105,41 @@ def test_replay_every_decided_mismatch_arrives_once_and_matches_never(
         r.state for r in reported
     ]
     # a finished replay is not resumed by the next run
-    assert not (state / "replay" / "replay.json").exists()
-    col.close()
+    assert not (state_dir / "replay" / "replay.json").exists()
 
 
 def test_bin_events_commands_and_model_swap(
-    mosquitto, tiny_bundle: Path, synth_bins: Path, tmp_path: Path, make_runtime
+    mosquitto, collector, e2e_config, synth_bins: Path, tmp_path: Path, verdict_log, make_runtime
 ) -> None:
     """A looping replay camera in event mode stands in for a live camera."""
-    col = Collector(mosquitto.url, "binwatch/#")
-    cam = {
-        "name": "cam0",
-        "source": str(synth_bins),
-        "kind": "replay",
-        "loop": True,
-        "replay_rate": 30,
-        "drop_frames": True,
-        "trigger": "event",
-    }
-    cfg = agent_config(
-        bundle=tiny_bundle,
-        state_dir=tmp_path / "state",
-        broker=mosquitto.url,
-        cameras=[cam],
+    col = collector
+    cfg = e2e_config(
+        mosquitto.url,
+        cameras=[event_camera(synth_bins, rate=30)],
         decision={"frames_per_event": 3, "mismatch_threshold": 0.99, "match_threshold": 0.995},
     )
     rt = make_runtime(cfg)
-    root = "binwatch/v1/s1/d1"
     assert wait_until(lambda: rt.link.connected and rt.capture.states["cam0"].frames > 5)
 
     # idle frames are not decided
-    assert not read_verdicts(tmp_path / "state" / "verdicts.jsonl")
+    assert not verdict_log()
 
     ev = {"bin_id": "A-17", "camera": "cam0", "event_id": "ev-1", "expected_qty": 3, "frames": 2}
-    _publish(mosquitto.url, f"{root}/bin", json.dumps(ev).encode())
+    publish(mosquitto.url, f"{ROOT}/bin", ev)
     assert wait_until(lambda: col.on("/alert/mismatch"))
     (alert,) = col.alerts()
     assert (alert.bin_id, alert.event_id, alert.expected_qty, alert.frames) == ("A-17", "ev-1", 3, 2)
 
     # the manifest from a retained message, when the event has no quantity
-    _publish(
-        mosquitto.url,
-        "binwatch/v1/s1/manifest/A-18",
-        json.dumps({"EXPECTED_QUANTITY": 4}).encode(),
-        retain=True,
-    )
+    publish(mosquitto.url, "binwatch/v1/s1/manifest/A-18", {"EXPECTED_QUANTITY": 4}, retain=True)
     assert wait_until(lambda: rt.manifests.lookup("A-18")[0] == 4)
-    _publish(
-        mosquitto.url,
-        f"{root}/bin",
-        json.dumps({"bin_id": "A-18", "camera": "cam0", "event_id": "ev-2"}).encode(),
-    )
+    publish(mosquitto.url, f"{ROOT}/bin", {"bin_id": "A-18", "camera": "cam0", "event_id": "ev-2"})
     assert wait_until(lambda: len(col.alerts()) == 2)
     assert col.alerts()[1].expected_qty == 4 and col.alerts()[1].frames == 3
 
     # cmd/capture decides like an event and answers with the verdict
     req = {"request_id": "r1", "args": {"bin_id": "A-19", "expected_qty": 1, "frames": 1}}
-    _publish(mosquitto.url, f"{root}/cmd/capture", json.dumps(req).encode())
+    publish(mosquitto.url, f"{ROOT}/cmd/capture", req)
     assert wait_until(lambda: col.on("/cmd/capture/result"))
     res = CommandResult.parse(col.on("/cmd/capture/result")[0][1])
     assert res.ok and res.request_id == "r1" and res.detail == "mismatch"
@@ -167,11 +147,7 @@ def test_bin_events_commands_and_model_swap(
     # cmd/reload swaps in a new bundle without stopping capture; a bad one keeps the old model
     v2 = make_tiny_bundle(tmp_path / "v2", version=2, seed=5)
     frames_before = rt.capture.states["cam0"].frames
-    _publish(
-        mosquitto.url,
-        f"{root}/cmd/reload",
-        json.dumps({"request_id": "r2", "args": {"bundle": str(v2)}}).encode(),
-    )
+    publish(mosquitto.url, f"{ROOT}/cmd/reload", {"request_id": "r2", "args": {"bundle": str(v2)}})
     assert wait_until(lambda: col.on("/cmd/reload/result"))
     res = CommandResult.parse(col.on("/cmd/reload/result")[0][1])
     assert res.ok, res.detail
@@ -182,72 +158,45 @@ def test_bin_events_commands_and_model_swap(
         )
     )
     assert rt.capture.states["cam0"].frames > frames_before
-    _publish(
-        mosquitto.url,
-        f"{root}/cmd/reload",
-        json.dumps({"request_id": "r3", "args": {"bundle": str(tmp_path)}}).encode(),
-    )
+    publish(mosquitto.url, f"{ROOT}/cmd/reload", {"request_id": "r3", "args": {"bundle": str(tmp_path)}})
     assert wait_until(lambda: len(col.on("/cmd/reload/result")) == 2)
     res = CommandResult.parse(col.on("/cmd/reload/result")[1][1])
     assert not res.ok and "previous model kept" in res.detail
     assert rt.store.current.card.version == 2
 
     # a new event on the camera ends the previous one: decided once, on the frames it has
-    log = tmp_path / "state" / "verdicts.jsonl"
-    n = len(read_verdicts(log))
-    _publish(
-        mosquitto.url,
-        f"{root}/bin",
-        json.dumps(
-            {"bin_id": "L1", "camera": "cam0", "event_id": "long", "expected_qty": 1, "frames": 32}
-        ).encode(),
-    )
+    n = len(verdict_log())
+    long_ev = {"bin_id": "L1", "camera": "cam0", "event_id": "long", "expected_qty": 1, "frames": 32}
+    publish(mosquitto.url, f"{ROOT}/bin", long_ev)
     assert wait_until(lambda: rt.tracker.get("cam0") is not None and rt.tracker.get("cam0").count >= 2)
-    _publish(
-        mosquitto.url,
-        f"{root}/bin",
-        json.dumps(
-            {"bin_id": "S1", "camera": "cam0", "event_id": "short", "expected_qty": 1, "frames": 1}
-        ).encode(),
-    )
-    assert wait_until(lambda: len(read_verdicts(log)) == n + 2)
-    long_v, short_v = read_verdicts(log)[n:]
+    short_ev = {"bin_id": "S1", "camera": "cam0", "event_id": "short", "expected_qty": 1, "frames": 1}
+    publish(mosquitto.url, f"{ROOT}/bin", short_ev)
+    assert wait_until(lambda: len(verdict_log()) == n + 2)
+    long_v, short_v = verdict_log()[n:]
     assert (long_v["event_id"], short_v["event_id"]) == ("long", "short")
     assert 2 <= long_v["frames"] < 32 and short_v["frames"] == 1
 
-    col.close()
 
-
-def test_event_on_a_camera_without_frames_times_out(
-    mosquitto, tiny_bundle: Path, tmp_path: Path, make_runtime
-) -> None:
+def test_event_on_a_camera_without_frames_times_out(mosquitto, e2e_config, verdict_log, make_runtime) -> None:
     cam = {"name": "usb", "source": "/dev/video99", "backoff_min_s": 0.2, "backoff_max_s": 0.5}
-    cfg = agent_config(
-        bundle=tiny_bundle,
-        state_dir=tmp_path / "state",
-        broker=mosquitto.url,
-        cameras=[cam],
-        decision={"event_timeout_s": 0.5},
-    )
+    cfg = e2e_config(mosquitto.url, cameras=[cam], decision={"event_timeout_s": 0.5})
     rt = make_runtime(cfg)
     assert wait_until(lambda: rt.link.connected)
     ev = {"bin_id": "B1", "camera": "usb", "event_id": "e1", "expected_qty": 1}
-    _publish(mosquitto.url, "binwatch/v1/s1/d1/bin", json.dumps(ev).encode())
-    assert wait_until(lambda: read_verdicts(tmp_path / "state" / "verdicts.jsonl"))
-    (v,) = read_verdicts(tmp_path / "state" / "verdicts.jsonl")
+    publish(mosquitto.url, f"{ROOT}/bin", ev)
+    assert wait_until(verdict_log)
+    (v,) = verdict_log()
     assert v["verdict"] == "failed" and "no frame from camera usb" in v["reason"]
     assert rt.metrics.verdict_counts["failed"] == 1
     assert rt.capture.states["usb"].state == "reconnecting"
 
 
-def test_http_endpoints(mosquitto, tiny_bundle: Path, synth_bins: Path, tmp_path: Path, make_runtime) -> None:
-    cfg = agent_config(
-        bundle=tiny_bundle, state_dir=tmp_path / "state", broker=mosquitto.url, replay=synth_bins
-    )
+def test_http_endpoints(mosquitto, e2e_config, synth_bins: Path, state_dir: Path, make_runtime) -> None:
+    cfg = e2e_config(mosquitto.url, replay=synth_bins)
     cfg.cameras[0].replay_rate = 20
     rt = make_runtime(cfg)
     base = rt.http.url
-    assert (tmp_path / "state" / "http.url").read_text().strip() == base
+    assert (state_dir / "http.url").read_text().strip() == base
 
     def get(path: str) -> tuple[int, bytes]:
         try:
@@ -291,24 +240,12 @@ def test_http_endpoints(mosquitto, tiny_bundle: Path, synth_bins: Path, tmp_path
 
 @pytest.mark.parametrize("policy", ["more_frames"])
 def test_uncertain_captures_more_frames(
-    policy: str, mosquitto, tiny_bundle: Path, synth_bins: Path, tmp_path: Path, make_runtime
+    policy: str, mosquitto, collector, e2e_config, synth_bins: Path, verdict_log, make_runtime
 ) -> None:
-    col = Collector(mosquitto.url, "binwatch/#")
-    cam = {
-        "name": "cam0",
-        "source": str(synth_bins),
-        "kind": "replay",
-        "loop": True,
-        "replay_rate": 50,
-        "drop_frames": True,
-        "trigger": "event",
-    }
     # every p_expected is "uncertain" with these thresholds: the event grows to max_frames
-    cfg = agent_config(
-        bundle=tiny_bundle,
-        state_dir=tmp_path / "state",
-        broker=mosquitto.url,
-        cameras=[cam],
+    cfg = e2e_config(
+        mosquitto.url,
+        cameras=[event_camera(synth_bins, rate=50)],
         decision={
             "frames_per_event": 2,
             "mismatch_threshold": 0.0,
@@ -319,35 +256,26 @@ def test_uncertain_captures_more_frames(
     )
     rt = make_runtime(cfg)
     assert wait_until(lambda: rt.link.connected and rt.capture.states["cam0"].frames > 2)
-    _publish(
-        mosquitto.url,
-        "binwatch/v1/s1/d1/bin",
-        json.dumps({"bin_id": "U1", "camera": "cam0", "event_id": "u1", "expected_qty": 2}).encode(),
+    publish(
+        mosquitto.url, f"{ROOT}/bin", {"bin_id": "U1", "camera": "cam0", "event_id": "u1", "expected_qty": 2}
     )
-    assert wait_until(lambda: read_verdicts(tmp_path / "state" / "verdicts.jsonl"))
-    (v,) = read_verdicts(tmp_path / "state" / "verdicts.jsonl")
+    assert wait_until(verdict_log)
+    (v,) = verdict_log()
     assert v["verdict"] == "uncertain" and v["frames"] == 5
-    assert not col.on("/alert/mismatch")
-    col.close()
+    assert not collector.on("/alert/mismatch")
 
 
 def test_two_cameras_are_inferred_in_shared_batches(
-    mosquitto, tiny_bundle: Path, synth_bins: Path, tmp_path: Path, make_runtime
+    mosquitto, e2e_config, synth_bins: Path, verdict_log, make_runtime
 ) -> None:
     from agent.backends.fake import FakeBackend
 
     fake = FakeBackend(lambda x: np.tile([0, 0, 5.0, 0, 0, 0], (len(x), 1)), delay_s=0.02)
     cams = [{"name": n, "source": str(synth_bins), "kind": "replay"} for n in ("left", "right")]
-    cfg = agent_config(
-        bundle=tiny_bundle,
-        state_dir=tmp_path / "state",
-        broker=mosquitto.url,
-        cameras=cams,
-        model={"batch": 8},
-    )
+    cfg = e2e_config(mosquitto.url, cameras=cams, model={"batch": 8})
     rt = make_runtime(cfg, backend_factory=lambda: fake, max_frames=120)
     rt.run()
-    verdicts = read_verdicts(tmp_path / "state" / "verdicts.jsonl")
+    verdicts = verdict_log()
     assert len(verdicts) == 120 and {v["camera"] for v in verdicts} == {"left", "right"}
     assert all(v["predicted_qty"] == 2 for v in verdicts)
     warmup = 2

@@ -19,31 +19,24 @@ import pytest
 from agent.outbox import Outbox
 from agent.records import read_verdicts
 from contract.messages import CommandResult, Stats, Status
-from tests.agent.conftest import SYNTH_COUNT, agent_config
-from tests.agent.mqtt_helpers import Collector, PersistentMosquitto, retained, wait_until
+from tests.agent.conftest import SYNTH_COUNT
+from tests.agent.mqtt_helpers import ROOT, publish, retained, wait_until
 from tests.hw import REPO, requires_mosquitto
 
 pytestmark = requires_mosquitto
 
-ROOT = "binwatch/v1/s1/d1"
 
-
-def _publish(url: str, topic: str, payload: bytes, retain: bool = False) -> None:
-    import paho.mqtt.publish as publish
-
-    host, port = url.split("://", 1)[1].rsplit(":", 1)
-    publish.single(topic, payload, qos=1, retain=retain, hostname=host, port=int(port))
-
-
-def _mismatch_ids(state: Path) -> set[str]:
-    return {v["alert_id"] for v in read_verdicts(state / "verdicts.jsonl") if v["verdict"] == "mismatch"}
+def _mismatch_ids(verdicts: list[dict]) -> set[str]:
+    return {v["alert_id"] for v in verdicts if v["verdict"] == "mismatch"}
 
 
 def test_bad_images_payloads_and_a_vanishing_camera_are_counted_and_survived(
     mosquitto,
-    tiny_bundle: Path,
+    collector,
+    e2e_config,
     replay_copy: Path,
     tmp_path: Path,
+    verdict_log,
     make_runtime,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -64,16 +57,9 @@ def test_bad_images_payloads_and_a_vanishing_camera_are_counted_and_survived(
             "backoff_max_s": 0.3,
         },
     ]
-    cfg = agent_config(
-        bundle=tiny_bundle,
-        state_dir=tmp_path / "state",
-        broker=mosquitto.url,
-        replay=replay_copy,
-        manifest=replay_copy / "manifest-mismatch",
-        cameras=cameras,
-    )
+    cfg = e2e_config(mosquitto.url, mismatched=replay_copy, cameras=cameras)
     cfg.cameras[0].replay_rate = 40
-    col = Collector(mosquitto.url, "binwatch/#")
+    col = collector
     rt = make_runtime(cfg)
     assert wait_until(lambda: rt.link.connected and rt.capture.states["gone"].frames >= 5)
 
@@ -112,7 +98,7 @@ def test_bad_images_payloads_and_a_vanishing_camera_are_counted_and_survived(
     }
     for topic, payloads in bad.items():
         for p in payloads:
-            _publish(mosquitto.url, topic, p)
+            publish(mosquitto.url, topic, p)
     expected = {
         "bin:invalid": 2,
         "bin:unknown-camera": 1,
@@ -127,18 +113,13 @@ def test_bad_images_payloads_and_a_vanishing_camera_are_counted_and_survived(
     assert rt.manifests.lookup("B9") == (None, "none")
 
     # the agent keeps running: the replay finishes and a valid command is answered
-    _publish(mosquitto.url, f"{ROOT}/cmd/resync", json.dumps({"request_id": "ok1"}).encode())
+    publish(mosquitto.url, f"{ROOT}/cmd/resync", {"request_id": "ok1"})
     assert wait_until(lambda: col.on("/cmd/resync/result"))
     assert CommandResult.parse(col.on("/cmd/resync/result")[0][1]).ok
     unknown = CommandResult.parse(col.on("/cmd/selfdestruct/result")[0][1])
     assert not unknown.ok and "unknown command" in unknown.detail
     assert wait_until(lambda: rt.capture.states["replay"].state == "finished")
-    assert wait_until(
-        lambda: (
-            len([v for v in read_verdicts(tmp_path / "state" / "verdicts.jsonl") if v["camera"] == "replay"])
-            == SYNTH_COUNT - 2
-        )
-    )
+    assert wait_until(lambda: len([v for v in verdict_log() if v["camera"] == "replay"]) == SYNTH_COUNT - 2)
     assert rt.health()[0]
 
     def latest_stats() -> Stats | None:
@@ -170,86 +151,69 @@ def test_bad_images_payloads_and_a_vanishing_camera_are_counted_and_survived(
         "disappeared",
     ):
         assert cause in caplog.text, cause
-    col.close()
 
 
 @pytest.mark.slow
 def test_broker_down_20s_mid_run_every_alert_arrives(
-    tiny_bundle: Path, synth_bins: Path, tmp_path: Path, make_runtime
+    persistent_broker, persistent_alerts, e2e_config, synth_bins: Path, verdict_log, make_runtime
 ) -> None:
-    broker = PersistentMosquitto(tmp_path / "broker")
+    broker, col = persistent_broker, persistent_alerts
+    cfg = e2e_config(broker.url, mismatched=synth_bins)
+    cfg.cameras[0].replay_rate = 9  # ~22 s of frames: the outage falls in the middle
+    rt = make_runtime(cfg, exit_when_done=True)
+    assert wait_until(lambda: len(col.alerts()) >= 3)
+    broker.stop()
+    down_at = time.time()
+    time.sleep(20)
+    up_at = time.time()
+    during = {
+        v["alert_id"] for v in verdict_log() if v["verdict"] == "mismatch" and down_at + 1 < v["ts"] < up_at
+    }
+    assert during, "alerts were decided during the outage"
+    assert rt.outbox.depth() >= len(during)
     broker.start()
-    try:
-        col = Collector(broker.url, f"{ROOT}/alert/mismatch", persistent=True)
-        state = tmp_path / "state"
-        cfg = agent_config(
-            bundle=tiny_bundle,
-            state_dir=state,
-            broker=broker.url,
-            replay=synth_bins,
-            manifest=synth_bins / "manifest-mismatch",
-        )
-        cfg.cameras[0].replay_rate = 9  # ~22 s of frames: the outage falls in the middle
-        rt = make_runtime(cfg, exit_when_done=True)
-        assert wait_until(lambda: len(col.alerts()) >= 3)
-        broker.stop()
-        down_at = time.time()
-        time.sleep(20)
-        up_at = time.time()
-        during = {
-            v["alert_id"]
-            for v in read_verdicts(state / "verdicts.jsonl")
-            if v["verdict"] == "mismatch" and down_at + 1 < v["ts"] < up_at
-        }
-        assert during, "alerts were decided during the outage"
-        assert rt.outbox.depth() >= len(during)
-        broker.start()
-        rt.run()
-        decided = _mismatch_ids(state)
-        assert wait_until(lambda: col.alert_ids() >= decided, timeout=30)
-        alerts = col.alerts()
-        assert {a.alert_id for a in alerts} == decided
-        historical = {a.alert_id for a in alerts if a.is_historical}
-        assert during <= historical
-        seqs = sorted({a.seq for a in alerts})
-        assert seqs == list(range(1, len(decided) + 1))
-        col.close()
-    finally:
-        broker.stop()
+    rt.run()
+    decided = _mismatch_ids(verdict_log())
+    assert wait_until(lambda: col.alert_ids() >= decided, timeout=30)
+    alerts = col.alerts()
+    assert {a.alert_id for a in alerts} == decided
+    historical = {a.alert_id for a in alerts if a.is_historical}
+    assert during <= historical
+    seqs = sorted({a.seq for a in alerts})
+    assert seqs == list(range(1, len(decided) + 1))
 
 
 def test_agent_starts_with_the_broker_down_then_delivers(
-    tiny_bundle: Path, synth_bins: Path, tmp_path: Path, make_runtime
+    persistent_broker, persistent_alerts, e2e_config, synth_bins: Path, verdict_log, make_runtime
 ) -> None:
-    broker = PersistentMosquitto(tmp_path / "broker")
+    broker, col = persistent_broker, persistent_alerts
+    broker.stop()
+    cfg = e2e_config(broker.url, mismatched=synth_bins)
+    rt = make_runtime(cfg, max_frames=80)
+    assert wait_until(lambda: len(verdict_log()) == 80)
+    decided = _mismatch_ids(verdict_log())
+    assert decided and not rt.link.connected
+    assert rt.outbox.depth() == len(decided)  # counted and buffered
     broker.start()
-    try:
-        col = Collector(broker.url, f"{ROOT}/alert/mismatch", persistent=True)
-        broker.stop()
-        state = tmp_path / "state"
-        cfg = agent_config(
-            bundle=tiny_bundle,
-            state_dir=state,
-            broker=broker.url,
-            replay=synth_bins,
-            manifest=synth_bins / "manifest-mismatch",
-        )
-        rt = make_runtime(cfg, max_frames=80)
-        assert wait_until(lambda: len(read_verdicts(state / "verdicts.jsonl")) == 80)
-        decided = _mismatch_ids(state)
-        assert decided and not rt.link.connected
-        assert rt.outbox.depth() == len(decided)  # counted and buffered
-        broker.start()
-        assert wait_until(lambda: col.alert_ids() >= decided, timeout=30)
-        assert all(a.is_historical for a in col.alerts())
-        assert wait_until(lambda: rt.outbox.depth() == 0)
-        col.close()
-    finally:
-        broker.stop()
+    assert wait_until(lambda: col.alert_ids() >= decided, timeout=30)
+    assert all(a.is_historical for a in col.alerts())
+    assert wait_until(lambda: rt.outbox.depth() == 0)
 
 
-def _agent_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "agent", "run", *args]
+def _agent_args(bundle: Path, replay: Path, state: Path, broker: str, *extra: str) -> list[str]:
+    """``python -m agent run`` on ``replay`` against its partly wrong manifest, one thread, any
+    free HTTP port, plus ``extra`` flags."""
+    flags = {
+        "--model": bundle,
+        "--replay": replay,
+        "--manifest": replay / "manifest-mismatch",
+        "--broker": broker,
+        "--state-dir": state,
+        "--http-port": 0,
+        "--threads": 1,
+    }
+    args = [str(x) for flag, value in flags.items() for x in (flag, value)]
+    return [sys.executable, "-m", "agent", "run", *args, *extra]
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:
@@ -258,44 +222,25 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
 
 
 def test_sigkill_mid_run_then_restart_loses_nothing_and_seq_continues(
-    mosquitto, tiny_bundle: Path, synth_bins: Path, tmp_path: Path
+    mosquitto, collector, tiny_bundle: Path, synth_bins: Path, tmp_path: Path, state_dir: Path, verdict_log
 ) -> None:
-    col = Collector(mosquitto.url, f"{ROOT}/alert/mismatch")
-    state = tmp_path / "state"
-    args = _agent_cmd(
-        "--model",
-        str(tiny_bundle),
-        "--replay",
-        str(synth_bins),
-        "--manifest",
-        str(synth_bins / "manifest-mismatch"),
-        "--broker",
+    col = collector
+    args = _agent_args(
+        tiny_bundle,
+        synth_bins,
+        state_dir,
         mosquitto.url,
-        "--site",
-        "s1",
-        "--device",
-        "d1",
-        "--state-dir",
-        str(state),
-        "--http-port",
-        "0",
-        "--threads",
-        "1",
-        "--replay-rate",
-        "40",
-        "--exit-when-done",
+        *("--site", "s1", "--device", "d1", "--replay-rate", "40", "--exit-when-done"),
     )
     log = tmp_path / "agent.log"
     p = _spawn(args, log)
     try:
-        assert wait_until(lambda: len(read_verdicts(state / "verdicts.jsonl")) >= 60, timeout=60), (
-            log.read_text()
-        )
+        assert wait_until(lambda: len(verdict_log()) >= 60, timeout=60), log.read_text()
         p.send_signal(signal.SIGKILL)
         p.wait(10)
     finally:
         p.kill()
-    first = read_verdicts(state / "verdicts.jsonl")
+    first = verdict_log()
     first_max_seq = max(v["seq"] for v in first if v["verdict"] == "mismatch")
     assert len(first) < SYNTH_COUNT
     will = retained(mosquitto.url, f"{ROOT}/status")
@@ -303,7 +248,7 @@ def test_sigkill_mid_run_then_restart_loses_nothing_and_seq_continues(
 
     p2 = _spawn(args, log)
     assert p2.wait(120) == 0, log.read_text()[-3000:]
-    verdicts = read_verdicts(state / "verdicts.jsonl")
+    verdicts = verdict_log()
     second = verdicts[len(first) :]
     # resumed near where it stopped (the replay position is saved every 0.25 s); a frame decided
     # again gives an alert with the same alert_id, so consumers see a duplicate, never a new alert
@@ -326,43 +271,26 @@ def test_sigkill_mid_run_then_restart_loses_nothing_and_seq_continues(
     seqs = sorted({a.seq for a in alerts})
     assert seqs == list(range(1, max(seqs) + 1))  # no gap
     assert json.loads(retained(mosquitto.url, f"{ROOT}/status"))["state"] == "stopped"
-    col.close()
 
 
 def test_sigterm_stops_cleanly_and_keeps_the_outbox(
-    tiny_bundle: Path, synth_bins: Path, tmp_path: Path
+    tiny_bundle: Path, synth_bins: Path, tmp_path: Path, state_dir: Path, verdict_log
 ) -> None:
     from tests.broker import free_port
 
-    state = tmp_path / "state"
-    args = _agent_cmd(
-        "--model",
-        str(tiny_bundle),
-        "--replay",
-        str(synth_bins),
-        "--manifest",
-        str(synth_bins / "manifest-mismatch"),
-        "--broker",
-        f"mqtt://127.0.0.1:{free_port()}",
-        "--state-dir",
-        str(state),
-        "--http-port",
-        "0",
-        "--threads",
-        "1",
-    )
+    args = _agent_args(tiny_bundle, synth_bins, state_dir, f"mqtt://127.0.0.1:{free_port()}")
     log = tmp_path / "agent.log"
     p = _spawn(args, log)
     try:
-        assert wait_until(lambda: len(_mismatch_ids(state)) >= 5, timeout=60), log.read_text()
+        assert wait_until(lambda: len(_mismatch_ids(verdict_log())) >= 5, timeout=60), log.read_text()
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0, log.read_text()[-3000:]
     finally:
         p.kill()
     text = log.read_text()
     assert "received SIGTERM: stopping" in text and "agent stopped" in text
-    with Outbox(state) as ob:  # nothing reached the (absent) broker; nothing was thrown away
-        assert ob.depth() == len(_mismatch_ids(state))
+    with Outbox(state_dir) as ob:  # nothing reached the (absent) broker; nothing was thrown away
+        assert ob.depth() == len(_mismatch_ids(verdict_log()))
 
 
 def test_the_agent_never_loads_torch(mosquitto, tiny_bundle: Path, synth_bins: Path, tmp_path: Path) -> None:

@@ -144,6 +144,26 @@ def test_stats_qos0_sent_when_connected_dropped_when_down(mosquitto: Mosquitto, 
     sub.close()
 
 
+def test_clean_stop_publishes_final_stats_before_stopped(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def stats() -> Stats:
+        calls.append(1)
+        return Stats(ts=datetime.now(timezone.utc), uptime_s=1.0, fps=0.0, verdicts={"match": len(calls)})
+
+    a = Agent(mosquitto, tmp_path / "state", stats_provider=stats)
+    a.cfg.stats_interval_s = 3600  # no periodic stats in this test: only the one at stop
+    sub = Collector(mosquitto.url)
+    a.link.start()
+    assert wait_until(lambda: a.link.connected)
+    a.close(clean=True)
+    assert wait_until(lambda: [s for s in sub.statuses() if s["state"] == "stopped"])
+    order = [t.rsplit("/", 1)[-1] for t, _p, _r in sub.messages if t.endswith(("/stats", "/status"))]
+    assert order == ["status", "stats", "status"]  # online, the totals at stop, stopped
+    assert Stats.parse(sub.on("/stats")[0][1]).verdicts == {"match": 1}
+    sub.close()
+
+
 def test_incoming_messages_reach_the_handler_even_after_it_fails(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:

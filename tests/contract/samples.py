@@ -93,7 +93,7 @@ EXAMPLES: dict[type[Versioned], dict[str, Any]] = {
     },
     Stats: {
         "schema": "binwatch.stats",
-        "schema_version": 1,
+        "schema_version": 2,
         "ts": TS,
         "uptime_s": 3600.5,
         "fps": 14.5,
@@ -106,6 +106,7 @@ EXAMPLES: dict[type[Versioned], dict[str, Any]] = {
         "outbox_dropped": 0,
         "alerts_published": 17,
         "invalid_messages": {"bin:invalid-json": 2},
+        "verdicts": {"match": 40, "mismatch": 17, "uncertain": 3, "no_manifest": 1, "failed": 0},
         "backend": "tensorrt",
         "precision": "int8",
         "cameras": {"cam0": {"fps": 14.5, "frames_total": 52200, "frames_dropped": 12, "decode_errors": 1}},
