@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+SETTLE_S = 0.25
 BACKENDS = ("pytorch-fp32", "ort-fp32", "ort-int8-cpu", "ort-int8-tensorrt")
 
 
@@ -127,6 +128,10 @@ def measure(
         fn(x8)
     for _ in range(rounds):
         for b, fn in run.items():
+            # let the previous backend's spinning threads (ORT pool, OpenMP) park, and wake this
+            # backend's threads with one untimed run, so backends do not steal each other's cores
+            time.sleep(SETTLE_S)
+            fn(x1)
             for _ in range(iters1):
                 t = time.perf_counter()
                 fn(x1)

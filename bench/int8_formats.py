@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.infer import _card, _cpu_name, _RandomReader, cpu_int8_isa
 
+SETTLE_S = 0.25  # pause at each switch so the previous session's spinning threads park
+
 
 def variants() -> dict[str, dict[str, Any]]:
     from onnxruntime.quantization import QuantFormat, QuantType
@@ -99,6 +101,8 @@ def measure(
     lat: dict[str, list[float]] = {n: [] for n in runs}
     for _ in range(rounds):
         for n, fn in runs.items():
+            time.sleep(SETTLE_S)
+            fn()  # first run after a switch wakes this session's threads: not timed
             for _ in range(iters):
                 t = time.perf_counter()
                 fn()
