@@ -74,21 +74,16 @@ def atomic_path(final: Path) -> Iterator[Path]:
 
 
 def check_onnx_file(path: Path | str) -> Any:
-    """Load and check an ONNX file; return the ``onnx.ModelProto``. Corrupt files raise ExportError."""
-    import onnx
+    """Load and check an ONNX file; return the ``onnx.ModelProto``. Corrupt files raise ExportError.
 
-    p = Path(path)
-    if not p.is_file():
-        raise ExportError(f"{p}: no such ONNX file. Fix: run `binwatch export onnx RUN` first")
+    The check itself is the agent-side builder's (one place for the rule and its message)."""
+    from agent.backends.base import BackendError
+    from agent.backends.tensorrt_build import load_checked_onnx
+
     try:
-        model = onnx.load(str(p))
-        onnx.checker.check_model(model)
-    except Exception as e:  # protobuf DecodeError, ValidationError, ...
-        raise ExportError(
-            f"{p} is not a valid ONNX model ({type(e).__name__}: {str(e).strip()[:200]}). "
-            "Fix: re-create it with `binwatch export onnx RUN` (and `export quantize` for INT8 files)"
-        ) from e
-    return model
+        return load_checked_onnx(Path(path))
+    except BackendError as e:
+        raise ExportError(str(e)) from e
 
 
 def onnx_opset(model_or_path: Any) -> int:

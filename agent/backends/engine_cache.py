@@ -273,20 +273,30 @@ def _cc_from_cuda_python(device: int) -> Optional[str]:
     return f"{int(major)}.{int(minor)}"
 
 
-def _cc_from_nvidia_smi(device: int) -> Optional[str]:
+def _nvidia_smi(field: str, device: int) -> Optional[str]:
+    """The first line of ``nvidia-smi --query-gpu=FIELD`` for one GPU; None without nvidia-smi."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=compute_cap", "--format=csv,noheader", f"--id={device}"],
+            [exe, f"--query-gpu={field}", "--format=csv,noheader", f"--id={device}"],
             capture_output=True,
             text=True,
             timeout=10,
             check=True,
         ).stdout.strip()
-        return normalize_compute_capability(out.splitlines()[0]) if out else None
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+    except (OSError, subprocess.SubprocessError):
+        return None
+    first = out.splitlines()[0].strip() if out else ""
+    return first or None
+
+
+def _cc_from_nvidia_smi(device: int) -> Optional[str]:
+    out = _nvidia_smi("compute_cap", device)
+    try:
+        return normalize_compute_capability(out) if out else None
+    except ValueError:
         return None
 
 
@@ -325,18 +335,4 @@ def detect_gpu_name(device: int = 0) -> Optional[str]:
     else:
         if name:
             return name
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name", "--format=csv,noheader", f"--id={device}"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    first = out.splitlines()[0].strip() if out else ""
-    return first or None
+    return _nvidia_smi("name", device)

@@ -55,6 +55,7 @@ __all__ = [
     "build_engine",
     "check_onnx_for_precision",
     "import_tensorrt",
+    "load_checked_onnx",
     "parse_version",
     "trt_available",
     "uses_strongly_typed",
@@ -133,8 +134,9 @@ def batch_profile(min_batch: int, opt_batch: Optional[int], max_batch: int) -> B
         ) from e
 
 
-def _load_onnx(path: Path) -> Any:
-    """Load and check an ONNX file; return the ``onnx.ModelProto``."""
+def load_checked_onnx(path: Path) -> Any:
+    """Load and check an ONNX file; return the ``onnx.ModelProto``. A missing or corrupt file raises
+    :class:`EngineBuildError` naming the fix; a missing ``onnx`` package, :class:`BackendUnavailable`."""
     try:
         import onnx
     except ImportError as e:
@@ -158,8 +160,8 @@ def check_onnx_for_precision(path: PathLike, precision: str) -> None:
     """The file is a valid ONNX model of the right kind: INT8 needs the signed-INT8 Q/DQ model,
     FP16/FP32 a float model. :class:`EngineBuildError` names the right file otherwise."""
     path = Path(path)
-    model = _load_onnx(path)
-    from onnx import TensorProto  # importable: _load_onnx imported onnx
+    model = load_checked_onnx(path)
+    from onnx import TensorProto  # importable: load_checked_onnx imported onnx
 
     q_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     if precision != "int8":

@@ -4,12 +4,14 @@ check, sidecar, L4T parsing, platform probes."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import agent.backends.engine_cache as ec
 from agent.backends.engine_cache import (
     EngineSidecar,
     _cc_from_device_tree,
@@ -207,3 +209,29 @@ def test_engine_modules_import_without_torch_tensorrt_onnx_or_export() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def _fake_nvidia_smi(bin_dir: Path, body: str) -> None:
+    exe = bin_dir / "nvidia-smi"
+    exe.write_text("#!/bin/sh\n" + body + "\n")
+    exe.chmod(0o755)
+
+
+def test_nvidia_smi_probes_read_the_queried_field(tmp_path: Path, monkeypatch) -> None:
+    """The compute capability and the GPU name come from a real nvidia-smi subprocess (a script here)."""
+    _fake_nvidia_smi(
+        tmp_path,
+        'case "$1" in --query-gpu=compute_cap) echo "8.9";; --query-gpu=name) echo "NVIDIA L4";; esac',
+    )
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert ec._cc_from_nvidia_smi(0) == "8.9"
+    if not Path("/proc/device-tree/model").exists():  # a Jetson names itself from the device tree
+        assert ec.detect_gpu_name(0) == "NVIDIA L4"
+
+
+def test_nvidia_smi_failure_or_garbage_means_unknown(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    _fake_nvidia_smi(tmp_path, 'echo "No devices were found" >&2; exit 9')
+    assert ec._cc_from_nvidia_smi(0) is None
+    _fake_nvidia_smi(tmp_path, 'echo "[N/A]"')
+    assert ec._cc_from_nvidia_smi(0) is None
