@@ -87,52 +87,46 @@ class Delivery:
             "expected_source": item.expected_source,
             **d.to_dict(),
         }
+        want_result = (
+            self.rt.cfg.mqtt.publish_results
+            and d.verdict in ("match", "mismatch", "uncertain")
+            and d.expected_qty is not None
+        )
+        # the fields an alert and a result share (a few dict entries per presentation)
+        common: dict[str, Any] = {
+            "site": self.rt.site,
+            "device": self.rt.device,
+            "camera": pres.camera,
+            "bin_id": pres.bin_id,
+            "event_id": pres.event_id,
+            "frame_ts": _ts(frame.ts),
+            "expected_qty": d.expected_qty,
+            "predicted_qty": d.predicted_qty,
+            "distribution": self.distribution(d, overflow),
+            "frames": d.frames,
+            "model": ref,
+        }
         if d.verdict == "mismatch":
             assert d.expected_qty is not None and d.p_expected is not None
-            snapshot = self.snapshot(pres, frame)
             alert = Alert(
+                **common,
                 alert_id=alert_id_for(self.rt.site, self.rt.device, pres),
                 seq=0,
                 session=0,
-                site=self.rt.site,
-                device=self.rt.device,
-                camera=pres.camera,
-                bin_id=pres.bin_id,
-                event_id=pres.event_id,
-                frame_ts=_ts(frame.ts),
-                expected_qty=d.expected_qty,
-                predicted_qty=d.predicted_qty,
                 p_expected=float(d.p_expected),
-                distribution=self.distribution(d, overflow),
-                frames=d.frames,
-                model=ref,
-                snapshot=snapshot,
+                snapshot=self.snapshot(pres, frame),
             )
             stored = self.rt.link.enqueue_alert(alert)
             self.rt.metrics.alert()
             record.update(alert_id=stored.alert_id, seq=stored.seq)
-        if (
-            self.rt.cfg.mqtt.publish_results
-            and d.verdict in ("match", "mismatch", "uncertain")
-            and d.expected_qty is not None
-        ):
+        if want_result:
             result = Result(
+                **common,
                 result_id=record.get("alert_id") or str(uuid.uuid4()),
                 verdict=d.verdict,  # type: ignore[arg-type]
                 seq=int(record.get("seq", 0)),
                 session=self.rt.link.session,
-                site=self.rt.site,
-                device=self.rt.device,
-                camera=pres.camera,
-                bin_id=pres.bin_id,
-                event_id=pres.event_id,
-                frame_ts=_ts(frame.ts),
-                expected_qty=d.expected_qty,
-                predicted_qty=d.predicted_qty,
                 p_expected=float(d.p_expected or 0.0),
-                distribution=self.distribution(d, overflow),
-                frames=d.frames,
-                model=ref,
             )
             self.rt.link.publish_result(result)
         if self.rt.verdict_log is not None:
