@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Optional
+
+from contract.base import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +141,8 @@ class ReplayCursors:
         return self._next.get(camera)
 
     def _write(self, camera: str) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         data = dict(self._meta[camera], next=self._next[camera])
-        fd, tmp = tempfile.mkstemp(prefix=f".{camera}.", dir=self.folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f)
-            os.replace(tmp, self._path(camera))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(self._path(camera), json.dumps(data).encode("utf-8"))
 
     def finish(self, camera: str) -> None:
         """The replay is complete: the next run starts from the beginning."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
-__all__ = ["ContractError", "Strict", "Versioned", "canonical_json", "utcnow"]
+__all__ = ["ContractError", "Strict", "Versioned", "canonical_json", "utcnow", "write_atomic"]
 
 V = TypeVar("V", bound="Versioned")
 
@@ -19,6 +22,24 @@ class ContractError(ValueError):
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def write_atomic(path: os.PathLike[str] | str, data: bytes | memoryview, *, mode: int | None = None) -> Path:
+    """Write ``data`` to a temp file beside ``path`` (parents created), then ``os.replace`` it into
+    place: readers see the old file or the new one, never a part. ``mode`` sets the permissions
+    (``mkstemp`` makes 0600). Returns the path."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dest
 
 
 def canonical_json(obj: Any) -> bytes:

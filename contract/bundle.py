@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
 from pydantic import AfterValidator, Field, StrictStr, ValidationError, field_serializer
 
-from contract.base import ContractError, Strict, Versioned, _describe, canonical_json, utcnow
+from contract.base import ContractError, Strict, Versioned, _describe, canonical_json, utcnow, write_atomic
 from contract.fields import U63, Name, Sha256, Timestamp
 
 log = logging.getLogger(__name__)
@@ -142,16 +141,7 @@ def build_manifest(
 
 def write_manifest(bundle_dir: os.PathLike[str] | str, manifest: BundleManifest) -> Path:
     """Write ``MANIFEST.json`` (exactly the canonical bytes) atomically; returns its path."""
-    path = Path(bundle_dir) / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".MANIFEST.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(manifest.canonical_bytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(Path(bundle_dir) / MANIFEST_NAME, manifest.canonical_bytes())
 
 
 def load_manifest(bundle_dir: os.PathLike[str] | str) -> BundleManifest:

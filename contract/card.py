@@ -13,7 +13,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from contract.base import ContractError, Strict, Versioned, utcnow
+from contract.base import ContractError, Strict, Versioned, utcnow, write_atomic
 
 __all__ = [
     "Artifact",
@@ -214,21 +214,8 @@ def load_card(path: Path | str) -> ModelCard:
 
 def save_card(card: ModelCard, path: Path | str) -> Path:
     """Write atomically (temp file then ``os.replace``)."""
-    import os
-    import tempfile
-
     p = Path(path)
     if p.is_dir():
         p = p / "card.json"
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".card.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(card.model_dump_json(by_alias=True, indent=2).encode("utf-8"))
-            f.write(b"\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a run folder is shared with other users
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    data = card.model_dump_json(by_alias=True, indent=2).encode("utf-8") + b"\n"
+    return write_atomic(p, data, mode=0o644)  # a run folder is shared with other users

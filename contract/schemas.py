@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from contract.base import ContractError, Versioned
+from contract.base import ContractError, Versioned, write_atomic
 from contract.bundle import BundleManifest
 from contract.card import ModelCard
 from contract.messages import (
@@ -138,11 +138,7 @@ def write_schemas(out_dir: os.PathLike[str] | str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, data in schema_files().items():
-        path = out / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        paths.append(path)
+        paths.append(write_atomic(out / name, data))
     return paths
 
 

@@ -19,14 +19,13 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from pydantic import Field
 
-from contract.base import ContractError, Versioned, canonical_json, utcnow
+from contract.base import ContractError, Versioned, canonical_json, utcnow, write_atomic
 from contract.card import BatchProfile
 
 log = logging.getLogger(__name__)
@@ -204,17 +203,8 @@ def sidecar_path(engine_path: Union[str, os.PathLike[str]]) -> Path:
 
 def write_sidecar(engine_path: Union[str, os.PathLike[str]], sidecar: EngineSidecar) -> Path:
     """Write the sidecar JSON beside the engine, atomically; returns its path."""
-    path = sidecar_path(engine_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(sidecar.model_dump_json(by_alias=True, indent=2).encode("utf-8") + b"\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    data = sidecar.model_dump_json(by_alias=True, indent=2).encode("utf-8") + b"\n"
+    return write_atomic(sidecar_path(engine_path), data)
 
 
 def read_sidecar(engine_path: Union[str, os.PathLike[str]]) -> EngineSidecar:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,7 @@ from agent.backends.engine_cache import (
     read_l4t_release,
     write_sidecar,
 )
+from contract.base import write_atomic
 from contract.bundle import sha256_file
 from contract.card import BatchProfile
 
@@ -183,15 +183,8 @@ def check_onnx_for_precision(path: PathLike, precision: str) -> None:
 
 
 def _write_bytes(path: Path, data: Any) -> None:
-    """Write ``data`` to a temp file beside ``path``, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(memoryview(data))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """Write ``data`` (bytes or a TensorRT ``IHostMemory``) atomically."""
+    write_atomic(path, memoryview(data))
 
 
 def _progress_monitor(trt: Any, report: Callable[[str], None]) -> Any:
