@@ -92,8 +92,9 @@ def prepare(arch: str, size: int, workdir: Path, calib_n: int) -> tuple[Any, dic
 
 
 def runners(model: Any, paths: dict[str, Path], threads: int) -> dict[str, Callable[[np.ndarray], Any]]:
-    import onnxruntime as ort
     import torch
+
+    from export.parity import ort_session
 
     torch.set_num_threads(threads)
 
@@ -103,11 +104,7 @@ def runners(model: Any, paths: dict[str, Path], threads: int) -> dict[str, Calla
 
     out: dict[str, Callable[[np.ndarray], Any]] = {"pytorch-fp32": torch_run}
     for backend, path in paths.items():
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = ort_session(path, threads)
         name = sess.get_inputs()[0].name
         out[backend] = lambda x, s=sess, n=name: s.run(None, {n: x})
     return out

@@ -83,16 +83,12 @@ def build(arch: str, size: int, workdir: Path, calib_n: int, names: list[str]) -
 def measure(
     paths: dict[str, Path], size: int, threads: int, rounds: int, iters: int
 ) -> dict[str, list[float]]:
-    import onnxruntime as ort
+    from export.parity import ort_session
 
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     runs = {}
     for name, p in paths.items():
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        sess = ort_session(p, threads)
         inp = sess.get_inputs()[0].name
         runs[name] = lambda s=sess, n=inp: s.run(None, {n: x})
     for fn in runs.values():
