@@ -34,7 +34,7 @@ from typing import Any, Optional
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
-from agent.mqtt_client import Conn, abort, connect_kwargs, make_client, send
+from agent.mqtt_client import Conn, abort, make_client, send
 from agent.mqtt_config import MqttConfig
 from agent.mqtt_inbox import Inbox, MessageHandler
 from agent.mqtt_window import OutboxWindow
@@ -45,8 +45,7 @@ from contract.base import utcnow
 from contract.messages import Alert, ModelReported, Stats, Status
 from contract.topics import Topics
 
-# connect_kwargs and make_client are re-exported: they were defined here before agent.mqtt_client
-__all__ = ["LinkCounters", "MqttLink", "connect_kwargs", "make_client"]
+__all__ = ["LinkCounters", "MqttLink"]
 
 log = logging.getLogger(__name__)
 

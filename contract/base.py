@@ -87,6 +87,8 @@ class Versioned(Strict):
 
     SCHEMA: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
+    OLDER_VERSIONS: ClassVar[tuple[int, ...]] = ()
+    """Earlier versions this reader also accepts, each a subset of ``VERSION``: read as ``VERSION``."""
 
     # The defaults are placeholders filled in by model_post_init (defaults are not validated, so an
     # explicit "" or 0 on input still reaches the validators below and is refused).
@@ -109,9 +111,16 @@ class Versioned(Strict):
     @field_validator("schema_version")
     @classmethod
     def _check_version(cls, v: int) -> int:
+        if v in cls.OLDER_VERSIONS:
+            return cls.VERSION
         if v != cls.VERSION:
+            readable = (
+                f"versions {', '.join(str(n) for n in (*cls.OLDER_VERSIONS, cls.VERSION))}"
+                if cls.OLDER_VERSIONS
+                else f"version {cls.VERSION}"
+            )
             raise ValueError(
-                f"unsupported schema_version {v} for {cls.SCHEMA} (this binwatch reads version {cls.VERSION})"
+                f"unsupported schema_version {v} for {cls.SCHEMA} (this binwatch reads {readable})"
             )
         return v
 

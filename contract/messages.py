@@ -15,7 +15,7 @@ import binascii
 import logging
 import math
 import re
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
     AfterValidator,
@@ -25,7 +25,6 @@ from pydantic import (
     StrictInt,
     StrictStr,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 
@@ -268,8 +267,7 @@ class Stats(Versioned):
 
     SCHEMA = "binwatch.stats"
     VERSION = 2
-    OLDER_VERSIONS: ClassVar[tuple[int, ...]] = (1,)
-    """Earlier versions this reader also accepts (each is a subset of this one)."""
+    OLDER_VERSIONS = (1,)
 
     ts: Timestamp
     uptime_s: NonNegFloat
@@ -304,19 +302,6 @@ class Stats(Versioned):
         if type(version) is int and version == 1 and "verdicts" in data:
             raise ValueError("verdicts is not part of binwatch.stats version 1 (write schema_version 2)")
         return data
-
-    @field_validator("schema_version")
-    @classmethod
-    def _check_version(cls, v: int) -> int:
-        # overrides Versioned._check_version: an older version is read as this one
-        if v in cls.OLDER_VERSIONS:
-            return cls.VERSION
-        if v != cls.VERSION:
-            readable = ", ".join(str(n) for n in (*cls.OLDER_VERSIONS, cls.VERSION))
-            raise ValueError(
-                f"unsupported schema_version {v} for {cls.SCHEMA} (this binwatch reads versions {readable})"
-            )
-        return v
 
 
 # -- model rollout -----------------------------------------------------------------------------
