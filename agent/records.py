@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-from contract.base import write_atomic
+from contract.files import write_atomic
 
 log = logging.getLogger(__name__)
 

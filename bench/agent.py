@@ -41,7 +41,7 @@ def build_resnet_bundle(out: Path, size: int, arch: str = "resnet18") -> Path:
     agent runs for real, without waiting for a training run."""
     import torch
 
-    from contract.bundle import sha256_file
+    from contract.files import sha256_file
     from contract.card import Artifact, InputSpec, ModelCard, ModelSpec, OutputSpec, save_card
     from export.onnx_export import export_model
     from training.model import build_model

@@ -51,7 +51,11 @@ _EXPORTS: dict[str, str] = {
     "FileEntry": "contract.bundle",
     "build_manifest": "contract.bundle",
     "load_manifest": "contract.bundle",
-    "sha256_file": "contract.bundle",
+    # files
+    "sha256_file": "contract.files",
+    "write_atomic": "contract.files",
+    "atomic_writer": "contract.files",
+    "safe_extract_tar": "contract.files",
     "verify_manifest": "contract.bundle",
     "write_manifest": "contract.bundle",
     # schemas
@@ -83,6 +87,7 @@ __all__ = [
     "TopicInfo",
     "Topics",
     "Versioned",
+    "atomic_writer",
     "build_manifest",
     "canonical_json",
     "fleet_desired",
@@ -92,10 +97,12 @@ __all__ = [
     "parse_any",
     "parse_manifest",
     "parse_topic",
+    "safe_extract_tar",
     "save_card",
     "sha256_file",
     "utcnow",
     "verify_manifest",
+    "write_atomic",
     "write_manifest",
 ]
 
@@ -120,11 +127,11 @@ if TYPE_CHECKING:  # pragma: no cover
         FileEntry,
         build_manifest,
         load_manifest,
-        sha256_file,
         verify_manifest,
         write_manifest,
     )
     from contract.card import ModelCard, load_card, save_card
+    from contract.files import atomic_writer, safe_extract_tar, sha256_file, write_atomic
     from contract.messages import (
         Alert,
         BinEvent,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator
 
-__all__ = ["ContractError", "Strict", "Versioned", "canonical_json", "utcnow", "write_atomic"]
+__all__ = ["ContractError", "Strict", "Versioned", "canonical_json", "utcnow"]
 
 V = TypeVar("V", bound="Versioned")
 
@@ -22,24 +21,6 @@ class ContractError(ValueError):
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def write_atomic(path: os.PathLike[str] | str, data: bytes | memoryview, *, mode: int | None = None) -> Path:
-    """Write ``data`` to a temp file beside ``path`` (parents created), then ``os.replace`` it into
-    place: readers see the old file or the new one, never a part. ``mode`` sets the permissions
-    (``mkstemp`` makes 0600). Returns the path."""
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return dest
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -150,6 +131,23 @@ class Versioned(Strict):
         except (UnicodeError, RecursionError) as e:  # lone surrogates in text, absurd nesting
             raise ContractError(f"invalid {what}: {type(e).__name__}: {e}") from e
 
+
+    @classmethod
+    def read_file(cls: type[V], path: os.PathLike[str] | str, *, missing: Optional[str] = None) -> V:
+        """Read and parse a file holding this document. Every error is a :class:`ContractError`
+        that names the file: ``missing`` (``{path}`` is filled in) when it does not exist,
+        ``cannot read`` with the OS reason, or the invalid field."""
+        p = Path(path)
+        try:
+            raw = p.read_bytes()
+        except FileNotFoundError as e:
+            raise ContractError((missing or "{path}: missing").format(path=p)) from e
+        except OSError as e:
+            raise ContractError(f"{p}: cannot read {cls.SCHEMA or cls.__name__} ({e.strerror or e})") from e
+        try:
+            return cls.parse(raw)
+        except ContractError as e:
+            raise ContractError(f"{p}: {e}") from e
 
 def _rank(err: Any) -> int:
     # Unknown fields and the schema/version come first: they explain the errors after them.

@@ -7,7 +7,6 @@ exactly those canonical bytes, so the file itself is what is signed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from datetime import datetime, timezone
@@ -16,8 +15,9 @@ from typing import Annotated, Optional
 
 from pydantic import AfterValidator, Field, StrictStr, ValidationError, field_serializer
 
-from contract.base import ContractError, Strict, Versioned, _describe, canonical_json, utcnow, write_atomic
+from contract.base import ContractError, Strict, Versioned, _describe, canonical_json, utcnow
 from contract.fields import U63, Name, Sha256, Timestamp
+from contract.files import sha256_file, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,6 @@ __all__ = [
     "FileEntry",
     "build_manifest",
     "load_manifest",
-    "sha256_file",
     "verify_manifest",
     "write_manifest",
 ]
@@ -36,7 +35,6 @@ __all__ = [
 MANIFEST_NAME = "MANIFEST.json"
 SIGNATURE_NAME = "MANIFEST.sig"
 _NOT_LISTED = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
-_CHUNK = 1 << 20
 
 
 def _check_relpath(path: str) -> str:
@@ -79,15 +77,6 @@ class BundleManifest(Versioned):
     def canonical_bytes(self) -> bytes:
         """What ed25519 signs: sorted keys, no spaces, UTF-8 (see :func:`contract.base.canonical_json`)."""
         return canonical_json(self.to_dict())
-
-
-def sha256_file(path: os.PathLike[str] | str) -> str:
-    """Lower-case hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _scan(bundle_dir: Path) -> tuple[dict[str, Path], list[str]]:
@@ -146,17 +135,10 @@ def write_manifest(bundle_dir: os.PathLike[str] | str, manifest: BundleManifest)
 
 def load_manifest(bundle_dir: os.PathLike[str] | str) -> BundleManifest:
     """Read and parse ``MANIFEST.json``; ContractError naming the file and the field."""
-    path = Path(bundle_dir) / MANIFEST_NAME
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as e:
-        raise ContractError(f"{path}: missing (not a bundle, or the manifest was never written)") from e
-    except OSError as e:
-        raise ContractError(f"{path}: cannot read ({e})") from e
-    try:
-        return BundleManifest.parse(raw)
-    except ContractError as e:
-        raise ContractError(f"{path}: {e}") from e
+    return BundleManifest.read_file(
+        Path(bundle_dir) / MANIFEST_NAME,
+        missing="{path}: missing (not a bundle, or the manifest was never written)",
+    )
 
 
 def verify_manifest(

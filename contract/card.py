@@ -13,7 +13,8 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from contract.base import ContractError, Strict, Versioned, utcnow, write_atomic
+from contract.base import ContractError, Strict, Versioned, utcnow
+from contract.files import write_atomic
 
 __all__ = [
     "Artifact",
@@ -204,12 +205,11 @@ def load_card(path: Path | str) -> ModelCard:
     p = Path(path)
     if p.is_dir():
         p = p / "card.json"
-    if not p.is_file():
+    if p.is_dir():  # a folder named card.json
         raise ContractError(f"no model card at {p}: expected a run folder or bundle with card.json")
-    try:
-        return ModelCard.parse(p.read_bytes())
-    except ContractError as e:
-        raise ContractError(f"{p}: {e}") from e
+    return ModelCard.read_file(
+        p, missing="no model card at {path}: expected a run folder or bundle with card.json"
+    )
 
 
 def save_card(card: ModelCard, path: Path | str) -> Path:

@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from contract.base import ContractError, Versioned, write_atomic
+from contract.base import ContractError, Versioned
 from contract.bundle import BundleManifest
 from contract.card import ModelCard
+from contract.files import write_atomic
 from contract.messages import (
     Alert,
     BinEvent,

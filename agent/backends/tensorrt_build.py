@@ -38,8 +38,8 @@ from agent.backends.engine_cache import (
     read_l4t_release,
     write_sidecar,
 )
-from contract.base import write_atomic
-from contract.bundle import sha256_file
+from contract.files import write_atomic
+from contract.files import sha256_file
 from contract.card import BatchProfile
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,44 @@
+"""Command-line plumbing every ``binwatch`` command group shares: the error line and exit code, the
+"install the extra" error, and logging setup. Only typer, rich and the stdlib, so ``--help`` stays
+light; the agent (on the device) and the operator side may import it (see docs/architecture.md)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+__all__ = ["LOG_FORMAT", "err_console", "fail", "missing_extra", "setup_logging"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2, *, console: Optional[Console] = None) -> typer.Exit:
+    """Print ``error: <message>`` on stderr (markup in the message is shown as is) and return the
+    ``typer.Exit`` for the caller to raise: ``raise fail("...") from e``."""
+    (console or err_console).print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=code)
+
+
+def missing_extra(e: ImportError, extra: str, code: int = 1) -> typer.Exit:
+    """A command needs a package of an extra that is not installed: name it and the install line."""
+    what = f"the Python package {e.name!r}" if e.name else str(e)
+    return fail(f"this command needs {what}, which is not installed: pip install 'binwatch[{extra}]'", code)
+
+
+def setup_logging(level: int = logging.INFO, *, logger: Optional[str] = None) -> None:
+    """Log to stderr at ``level``. When logging is already configured (``binwatch -v`` did it, or a
+    test harness), leave its handlers alone and only lower ``logger``'s level (``None``: the root's)
+    so that this command's messages show."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format=LOG_FORMAT)
+    elif logger is not None and logging.getLogger(logger).getEffectiveLevel() > level:
+        logging.getLogger(logger).setLevel(level)
+    elif logger is None and root.level > level:
+        root.setLevel(level)
