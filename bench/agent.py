@@ -41,8 +41,8 @@ def build_resnet_bundle(out: Path, size: int, arch: str = "resnet18") -> Path:
     agent runs for real, without waiting for a training run."""
     import torch
 
-    from contract.files import sha256_file
     from contract.card import Artifact, InputSpec, ModelCard, ModelSpec, OutputSpec, save_card
+    from contract.files import sha256_file
     from export.onnx_export import export_model
     from training.model import build_model
 

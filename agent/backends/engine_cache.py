@@ -26,8 +26,8 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field
 
 from contract.base import ContractError, Versioned, canonical_json, utcnow
-from contract.files import write_atomic
 from contract.card import BatchProfile
+from contract.files import write_atomic
 
 log = logging.getLogger(__name__)
 

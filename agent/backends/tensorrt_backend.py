@@ -27,8 +27,8 @@ from agent.backends import engine_cache as ec
 from agent.backends import tensorrt_build
 from agent.backends.base import Backend, BackendError, BackendUnavailable, pick_onnx_artifact
 from agent.backends.cuda_host import INSTALL_CUDA, CudaPython, CudaWorker, PyCuda, cudart, has_module
-from contract.files import sha256_file
 from contract.card import ModelCard
+from contract.files import sha256_file
 
 log = logging.getLogger(__name__)
 

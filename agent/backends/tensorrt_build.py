@@ -38,9 +38,8 @@ from agent.backends.engine_cache import (
     read_l4t_release,
     write_sidecar,
 )
-from contract.files import write_atomic
-from contract.files import sha256_file
 from contract.card import BatchProfile
+from contract.files import sha256_file, write_atomic
 
 log = logging.getLogger(__name__)
 
