@@ -14,27 +14,17 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-try:  # `binwatch alerts ...` lives with the delivery layer
-    from agent.alerts_cli import alerts_app
-except ModuleNotFoundError as _e:  # pragma: no cover - only while that module is missing
-    if _e.name != "agent.alerts_cli":
-        raise
-    alerts_app = None  # type: ignore[assignment]
+from binwatch.cliutil import fail, setup_logging
 
 app = typer.Typer(
     help="Run the edge agent: camera frames -> counts -> mismatch alerts over MQTT.",
     no_args_is_help=True,
 )
 
-__all__ = ["alerts_app", "app", "build_overrides"]
+__all__ = ["app", "build_overrides"]
 
 _err = Console(stderr=True)
 log = logging.getLogger(__name__)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code=code)
 
 
 def build_overrides(
@@ -57,7 +47,7 @@ def build_overrides(
     results: bool = False,
     log_level: Optional[str] = None,
 ) -> dict[str, Any]:
-    """Command-line flags as a nested dict that overrides the config file (DESIGN section 8)."""
+    """Command-line flags as a nested dict that overrides the config file (docs/agent.md, "Command line")."""
     o: dict[str, dict[str, Any]] = {}
 
     def put(section: str, key: str, value: Any) -> None:
@@ -168,22 +158,22 @@ def run_cmd(
     try:
         cfg = load_config(config, overrides=overrides)
     except ConfigError as e:
-        raise _fail(
+        raise fail(
             f"{e}\n(fix the key named above in the file, the BINWATCH__* environment or the flag)"
         ) from None
     problems = cfg.validate_for_run()
     if problems:
-        raise _fail("cannot run the agent:\n  " + "\n  ".join(problems))
-    _setup_logging(cfg.agent.log_level)
+        raise fail("cannot run the agent:\n  " + "\n  ".join(problems))
+    setup_logging(cfg.agent.log_level, configured=True)
 
-    from agent.backends.base import BackendError
-    from agent.model_store import ModelLoadError
+    from agent.inference.backends.base import BackendError
+    from agent.inference.model_store import ModelLoadError
     from agent.runtime import Runtime
 
     try:
         rt = Runtime(cfg, max_frames=max_frames, exit_when_done=exit_when_done)
     except (ValueError, OSError) as e:
-        raise _fail(f"cannot start the agent: {e}") from None
+        raise fail(f"cannot start the agent: {e}") from None
     stops = {"n": 0}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -199,7 +189,7 @@ def run_cmd(
         rt.start()
     except (ModelLoadError, BackendError) as e:
         rt.stop()
-        raise _fail(f"{e}\n(check --model / model.bundle and --backend)") from None
+        raise fail(f"{e}\n(check --model / model.bundle and --backend)") from None
     code = rt.run()
     snap = rt.metrics.snapshot()
     verdicts = ", ".join(f"{k} {v}" for k, v in sorted(snap["verdicts"].items())) or "none"  # type: ignore[union-attr]
@@ -213,14 +203,6 @@ def run_cmd(
         raise typer.Exit(code=code)
 
 
-def _setup_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if root.level in (logging.NOTSET, logging.WARNING):  # not raised by `binwatch -v`
-        root.setLevel(level)
-
-
 @app.command("check-config")
 def check_config_cmd(
     file: Path = typer.Argument(..., help="Agent config YAML to check."),
@@ -228,12 +210,12 @@ def check_config_cmd(
 ) -> None:
     """Validate an agent config (with BINWATCH__* environment overrides); name any offending key."""
     from agent.config import ConfigError, load_config
-    from agent.sources import display_source
+    from agent.intake.sources import display_source
 
     try:
         cfg = load_config(file)
     except ConfigError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     console = Console()
     console.print(
         f"[green]ok[/green] {file}: site {cfg.agent.site}, device {cfg.agent.device}", highlight=False

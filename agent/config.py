@@ -3,8 +3,8 @@
 Sections (each a small pydantic model; unknown keys are refused)::
 
     agent:     site, device, state_dir, log_level, verdict_log
-    mqtt:      broker, TLS, credentials, prefix, ...      (agent.mqtt_config.MqttConfig)
-    outbox:    max_rows, max_bytes                          (agent.mqtt_config.OutboxConfig)
+    mqtt:      broker, TLS, credentials, prefix, ...      (agent.delivery.config.MqttConfig)
+    outbox:    max_rows, max_bytes                          (agent.delivery.config.OutboxConfig)
     cameras:   [ {name, source, kind, csi, fps, replay_rate, loop, trigger, ...} ]
     model:     bundle, backend, precision, threads, batch, watch
     decision:  mismatch_threshold, match_threshold, frames_per_event, uncertain_policy
@@ -32,7 +32,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agent.mqtt_config import MqttConfig, OutboxConfig
+from agent.delivery.config import MqttConfig, OutboxConfig
 from contract.fields import check_id
 
 __all__ = [
@@ -101,7 +101,7 @@ class AgentSection(_Section):
 
 
 class CsiOptions(_Section):
-    """Jetson CSI camera (``nvarguscamerasrc``) settings; see :func:`agent.sources.csi_pipeline`."""
+    """Jetson CSI camera (``nvarguscamerasrc``) settings; see :func:`agent.intake.sources.csi_pipeline`."""
 
     sensor_id: int = Field(default=0, ge=0)
     width: int = Field(default=1920, gt=0)
@@ -180,7 +180,7 @@ class CameraConfig(_Section):
 
     @property
     def resolved_kind(self) -> str:
-        from agent.sources import classify_source
+        from agent.intake.sources import classify_source
 
         return self.kind if self.kind != "auto" else classify_source(self.source)
 

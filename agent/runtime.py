@@ -2,11 +2,11 @@
 
 Threads (all loops wait on the stop event with timeouts):
 
-- one capture thread per camera (``agent.capture``): read, decode, preprocess, hand over;
+- one capture thread per camera (``agent.intake.capture``): read, decode, preprocess, hand over;
 - ``inference``: takes the frames that are ready (batching across cameras), routes them to
   presentations, runs the backend, decides completed presentations;
 - ``delivery``: snapshot, alert into the outbox (durable), verdict log, replay cursor;
-- the MQTT link's publisher and dispatcher (``agent.mqtt_link``), which also publishes ``stats``;
+- the MQTT link's publisher and dispatcher (``agent.delivery.link``), which also publishes ``stats``;
 - ``housekeeping``: camera status changes (re-published retained), gauges;
 - the HTTP server and the optional bundle watcher.
 """
@@ -25,25 +25,25 @@ from typing import Any, Optional
 
 import numpy as np
 
-from agent.backends.base import Backend
-from agent.capture import CaptureManager, FrameHub
 from agent.config import AgentConfig
-from agent.decision import Decision, decide
-from agent.delivery import Delivery
-from agent.http_app import HttpEndpoints
-from agent.http_server import AgentHttpServer
-from agent.manifests import ManifestStore
-from agent.messages_in import MessageHandler
+from agent.delivery.deliver import Delivery
+from agent.delivery.outbox import Outbox
+from agent.delivery.records import ReplayCursors, VerdictLog
+from agent.delivery.snapshots import SnapshotStore
+from agent.delivery.state import AgentState
+from agent.delivery.status import build_stats, build_status, camera_status_key
+from agent.inference.backends.base import Backend
+from agent.inference.decision import Decision, decide
+from agent.inference.model_store import LoadedModel, ModelLoadError, ModelStore
+from agent.inference.preprocess import preprocess
+from agent.intake.capture import CaptureManager, FrameHub
+from agent.intake.inbound import MessageHandler
+from agent.intake.manifests import ManifestStore
+from agent.intake.presentations import Presentation, PresentationTracker
+from agent.intake.sources import Frame, FrameSource, make_source
 from agent.metrics import AgentMetrics
-from agent.model_store import LoadedModel, ModelLoadError, ModelStore
-from agent.outbox import Outbox
-from agent.preprocess import preprocess
-from agent.presentations import Presentation, PresentationTracker
-from agent.records import ReplayCursors, VerdictLog
-from agent.snapshots import SnapshotStore
-from agent.sources import Frame, FrameSource, make_source
-from agent.state import AgentState
-from agent.status import build_stats, build_status, camera_status_key
+from agent.web.endpoints import HttpEndpoints
+from agent.web.server import AgentHttpServer
 from contract.base import utcnow
 from contract.messages import ModelRef, ModelReported
 from contract.topics import Topics
@@ -137,7 +137,7 @@ class Runtime(HttpEndpoints):
         subs = [(self.topics.bin, 1), (self.topics.cmd_wildcard, 1)]
         if cfg.manifest.mqtt:
             subs.append((self.topics.manifest_wildcard, 1))
-        from agent.mqtt_link import MqttLink
+        from agent.delivery.link import MqttLink
 
         self.link = MqttLink(
             cfg.mqtt,
@@ -168,7 +168,7 @@ class Runtime(HttpEndpoints):
 
     # -- construction helpers ------------------------------------------------------------------
     def _default_backend(self) -> Backend:
-        from agent.backends.registry import create_backend
+        from agent.inference.backends.registry import create_backend
 
         m = self.cfg.model
         return create_backend(

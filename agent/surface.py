@@ -10,10 +10,10 @@ import, so that the device and the server preprocess frames and build engines th
 
 from __future__ import annotations
 
-from agent.backends.base import BackendError
-from agent.backends.engine_cache import EngineSidecar
-from agent.backends.registry import create_backend
-from agent.backends.tensorrt_build import (
+from agent.inference.backends.base import BackendError
+from agent.inference.backends.engine_cache import EngineSidecar
+from agent.inference.backends.registry import create_backend
+from agent.inference.backends.tensorrt_build import (
     DEFAULT_WORKSPACE_MIB,
     STRONGLY_TYPED_FROM,
     TensorRTNotFound,
@@ -25,7 +25,7 @@ from agent.backends.tensorrt_build import (
     trt_available,
     uses_strongly_typed,
 )
-from agent.preprocess import DecodeError, decode_jpeg, preprocess, resize_frame
+from agent.inference.preprocess import DecodeError, decode_jpeg, preprocess, resize_frame
 
 __all__ = [
     "DEFAULT_WORKSPACE_MIB",

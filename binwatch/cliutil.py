@@ -5,7 +5,7 @@ light; the agent (on the device) and the operator side may import it (see docs/a
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Optional, Union
 
 import typer
 from rich.console import Console
@@ -31,14 +31,24 @@ def missing_extra(e: ImportError, extra: str, code: int = 1) -> typer.Exit:
     return fail(f"this command needs {what}, which is not installed: pip install 'binwatch[{extra}]'", code)
 
 
-def setup_logging(level: int = logging.INFO, *, logger: Optional[str] = None) -> None:
+def setup_logging(
+    level: Union[int, str] = logging.INFO, *, logger: Optional[str] = None, configured: bool = False
+) -> None:
     """Log to stderr at ``level``. When logging is already configured (``binwatch -v`` did it, or a
-    test harness), leave its handlers alone and only lower ``logger``'s level (``None``: the root's)
-    so that this command's messages show."""
+    test harness), keep its handlers and only lower ``logger``'s level (``None``: the root's) so that
+    this command's messages show. ``configured=True`` (a level from a config file, e.g. the agent's
+    ``log_level``) also raises the root's level, unless ``-v`` chose one."""
     root = logging.getLogger()
+    if isinstance(level, str):
+        level = logging.getLevelName(level.upper())
+        if not isinstance(level, int):
+            raise ValueError(f"unknown log level {level!r}")
     if not root.handlers:
-        logging.basicConfig(level=level, format=LOG_FORMAT)
-    elif logger is not None and logging.getLogger(logger).getEffectiveLevel() > level:
-        logging.getLogger(logger).setLevel(level)
-    elif logger is None and root.level > level:
+        logging.basicConfig(format=LOG_FORMAT)
+        if not configured:
+            root.setLevel(level)
+    target = logging.getLogger(logger)
+    if configured and logger is None and root.level in (logging.NOTSET, logging.WARNING):
         root.setLevel(level)
+    elif target.getEffectiveLevel() > level:
+        target.setLevel(level)

@@ -125,7 +125,7 @@ def state_dir(tmp_path: Path) -> Path:
 @pytest.fixture()
 def verdict_log(state_dir: Path) -> Callable[[], list[dict[str, Any]]]:
     """``verdict_log()``: the verdicts the agent's log in ``state_dir`` holds now."""
-    from agent.records import read_verdicts
+    from agent.delivery.records import read_verdicts
 
     return lambda: read_verdicts(state_dir / "verdicts.jsonl")
 

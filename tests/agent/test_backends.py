@@ -9,9 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.backends import BackendError, BackendUnavailable, FakeBackend, create_backend, resolve_backend
-from agent.backends.onnxruntime_backend import OnnxRuntimeBackend
-from agent.backends.tensorrt_backend import TensorRTBackend
+from agent.inference.backends import (
+    BackendError,
+    BackendUnavailable,
+    FakeBackend,
+    create_backend,
+    resolve_backend,
+)
+from agent.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+from agent.inference.backends.tensorrt_backend import TensorRTBackend
 from contract.card import load_card
 from tests.hw import requires_gpu, requires_tensorrt
 
@@ -55,7 +61,7 @@ def test_warmup_catches_a_card_that_disagrees_with_the_model(tiny_bundle: Path) 
 
 def test_auto_skips_tensorrt_with_a_reason(caplog: pytest.LogCaptureFixture) -> None:
     ok, why = TensorRTBackend.is_available()
-    caplog.set_level(logging.INFO, logger="agent.backends.registry")
+    caplog.set_level(logging.INFO, logger="agent.inference.backends.registry")
     cls = resolve_backend("auto")
     if ok:
         assert cls is TensorRTBackend
@@ -116,7 +122,7 @@ def test_tensorrt_engine_cache_decision_without_tensorrt(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The cache check runs without TensorRT: a matching sidecar loads, any mismatch rebuilds."""
-    from agent.backends import engine_cache as ec
+    from agent.inference.backends import engine_cache as ec
 
     sha = "ab" * 32
     key = ec.engine_cache_key(sha, "10.3.0", "8.7", "int8", (1, 4, 4))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.decision import (
+from agent.inference.decision import (
     DEFAULT_MATCH,
     DEFAULT_MISMATCH,
     Thresholds,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.mqtt_config import MqttConfig
-from agent.mqtt_link import MqttLink
-from agent.outbox import Outbox
-from agent.state import AgentState
+from agent.delivery.config import MqttConfig
+from agent.delivery.link import MqttLink
+from agent.delivery.outbox import Outbox
+from agent.delivery.state import AgentState
 from contract.messages import Alert, Status
 from contract.topics import Topics
 from tests.agent.mqtt_helpers import Collector, PersistentMosquitto, make_alert, retained, wait_until
@@ -146,10 +146,10 @@ def test_start_while_broker_down_buffers_then_delivers(pbroker: PersistentMosqui
 
 CHILD = r"""
 import sys, time
-from agent.mqtt_config import MqttConfig
-from agent.mqtt_link import MqttLink
-from agent.outbox import Outbox
-from agent.state import AgentState
+from agent.delivery.config import MqttConfig
+from agent.delivery.link import MqttLink
+from agent.delivery.outbox import Outbox
+from agent.delivery.state import AgentState
 from contract.topics import Topics
 from tests.agent.mqtt_helpers import make_alert
 

@@ -268,7 +268,7 @@ def test_uncertain_captures_more_frames(
 def test_two_cameras_are_inferred_in_shared_batches(
     mosquitto, e2e_config, synth_bins: Path, verdict_log, make_runtime
 ) -> None:
-    from agent.backends.fake import FakeBackend
+    from agent.inference.backends.fake import FakeBackend
 
     fake = FakeBackend(lambda x: np.tile([0, 0, 5.0, 0, 0, 0], (len(x), 1)), delay_s=0.02)
     cams = [{"name": n, "source": str(synth_bins), "kind": "replay"} for n in ("left", "right")]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox import Outbox
-from agent.records import read_verdicts
+from agent.delivery.outbox import Outbox
+from agent.delivery.records import read_verdicts
 from contract.messages import CommandResult, Stats, Status
 from tests.agent.conftest import SYNTH_COUNT
 from tests.agent.mqtt_helpers import ROOT, publish, retained, wait_until

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import agent.backends.engine_cache as ec
-from agent.backends.engine_cache import (
+import agent.inference.backends.engine_cache as ec
+from agent.inference.backends.engine_cache import (
     EngineSidecar,
     _cc_from_device_tree,
     check_engine_compat,
@@ -202,8 +202,8 @@ def test_jetson_compute_capability_from_the_device_tree(tmp_path: Path) -> None:
 
 def test_engine_modules_import_without_torch_tensorrt_onnx_or_export() -> None:
     code = (
-        "import sys, agent.backends.engine_cache, agent.backends.tensorrt_build\n"
-        "import agent.backends.tensorrt_backend\n"
+        "import sys, agent.inference.backends.engine_cache, agent.inference.backends.tensorrt_build\n"
+        "import agent.inference.backends.tensorrt_backend\n"
         "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt', 'export', 'training')"
         " if m in sys.modules]\n"
         "assert not bad, bad\n"

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.backends.fake import FakeBackend
-from agent.backends.onnxruntime_backend import OnnxRuntimeBackend
-from agent.model_store import ModelLoadError, ModelStore
+from agent.inference.backends.fake import FakeBackend
+from agent.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+from agent.inference.model_store import ModelLoadError, ModelStore
 from tests.agent.bundles import make_tiny_bundle
 from tests.agent.mqtt_helpers import wait_until
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.mqtt_config import MqttConfig, parse_broker_url
-from agent.mqtt_link import MqttLink
-from agent.outbox import Outbox
-from agent.state import AgentState
+from agent.delivery.config import MqttConfig
+from agent.delivery.link import MqttLink
+from agent.delivery.outbox import Outbox
+from agent.delivery.state import AgentState
 from contract.messages import ModelReported, Stats, Status
 from contract.topics import Topics
+from mqttconn.config import parse_broker_url
 from tests.agent.mqtt_helpers import Collector, make_alert, retained, wait_until
 from tests.broker import Mosquitto
 

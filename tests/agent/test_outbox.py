@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox import Outbox
-from agent.state import AgentState
+from agent.delivery.outbox import Outbox
+from agent.delivery.state import AgentState
 
 
 def test_put_peek_ack_keeps_order_and_ids_monotonic(tmp_path: Path) -> None:
@@ -37,7 +37,7 @@ def test_put_peek_ack_keeps_order_and_ids_monotonic(tmp_path: Path) -> None:
 def test_bound_by_rows_drops_oldest_counts_and_warns(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="agent.outbox"), Outbox(tmp_path, max_rows=5) as ob:
+    with caplog.at_level(logging.WARNING, logger="agent.delivery.outbox"), Outbox(tmp_path, max_rows=5) as ob:
         for i in range(8):
             ob.put("t", f"m{i}".encode())
         assert ob.depth() == 5

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.records import read_verdicts
+from agent.delivery.records import read_verdicts
 from tests.agent.conftest import agent_config
 from tests.agent.mqtt_helpers import Collector, wait_until
 from tests.hw import requires_mosquitto
@@ -24,7 +24,7 @@ def _train_run(run: Path, data: Path) -> Path:
     """One quick epoch of ResNet18 at 64x64 (what matters here is the export path, not accuracy)."""
     import torch
 
-    from agent.preprocess import decode_jpeg, preprocess
+    from agent.inference.preprocess import decode_jpeg, preprocess
     from contract.abid import iter_dataset
     from contract.card import InputSpec, ModelCard, ModelSpec, OutputSpec, TrainedFrom, save_card
     from training.model import build_model
@@ -71,9 +71,9 @@ def real_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_agent_runs_the_exported_int8_bundle(real_bundle, mosquitto, tmp_path: Path, make_runtime) -> None:
-    from agent.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from agent.decision import calibrated_log_probs
-    from agent.preprocess import decode_jpeg, preprocess
+    from agent.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from agent.inference.decision import calibrated_log_probs
+    from agent.inference.preprocess import decode_jpeg, preprocess
     from contract.card import load_card
 
     bundle, data = real_bundle

@@ -11,8 +11,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from agent.manifests import ManifestStore, load_manifest_csv
-from agent.snapshots import SnapshotStore
+from agent.delivery.snapshots import SnapshotStore
+from agent.intake.manifests import ManifestStore, load_manifest_csv
 from contract.base import ContractError
 
 

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.capture import CameraState, CameraWorker, CaptureManager, FrameHub
 from agent.config import CameraConfig
-from agent.sources import (
+from agent.intake.capture import CameraState, CameraWorker, CaptureManager, FrameHub
+from agent.intake.sources import (
     EndOfStream,
     Frame,
     FrameSource,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.backends.base import BackendError, BackendUnavailable
-from agent.backends.tensorrt_build import (
+from agent.inference.backends.base import BackendError, BackendUnavailable
+from agent.inference.backends.tensorrt_build import (
     INSTALL_TENSORRT,
     EngineBuildError,
     TensorRTNotFound,

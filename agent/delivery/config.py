@@ -1,0 +1,34 @@
+"""The agent's ``mqtt:`` and ``outbox:`` config sections.
+
+``mqtt:`` is the shared connection settings (:class:`mqttconn.config.BrokerConfig`: broker, TLS,
+credentials, prefix) plus how the agent delivers (stats interval, results, publish window, drain on
+stop). ``outbox:`` bounds the on-disk outbox. Unknown keys are refused.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mqttconn.config import BrokerConfig
+
+__all__ = ["MqttConfig", "OutboxConfig"]
+
+
+class MqttConfig(BrokerConfig):
+    """How the agent talks to its broker and delivers what it decides."""
+
+    stats_interval_s: float = Field(default=10.0, gt=0, description="seconds between stats messages")
+    publish_results: bool = Field(default=False, description="publish every verdict on <root>/result")
+    inflight: int = Field(default=20, ge=1, le=1000, description="alerts in flight awaiting PUBACK")
+    stop_drain_s: float = Field(
+        default=5.0, ge=0, description="on a clean stop, wait this long for the outbox to drain"
+    )
+
+
+class OutboxConfig(BaseModel):
+    """Bounds of the on-disk alert outbox; past them the oldest rows are dropped (and counted)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    max_rows: int = Field(default=100_000, ge=1, description="most rows kept")
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, description="most payload bytes kept")

@@ -1,0 +1,151 @@
+"""Build the retained ``status`` and the periodic ``stats`` messages from a running agent."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Optional
+
+from agent.inference.decision import VERDICTS
+from contract.base import utcnow
+from contract.messages import CameraStats, CameraStatus, StageLatency, Stats, Status
+
+if TYPE_CHECKING:
+    from agent.runtime import Runtime
+
+__all__ = [
+    "STATS_VERDICTS",
+    "build_stats",
+    "build_status",
+    "camera_state",
+    "camera_status_key",
+    "status_payload",
+    "verdict_counts",
+]
+
+log = logging.getLogger(__name__)
+
+STATS_VERDICTS: tuple[str, ...] = (*VERDICTS, "failed")
+"""The keys ``stats.verdicts`` always carries: the decision's verdicts, and ``failed`` for a
+presentation that ended without a verdict (no frame arrived); the same labels as the
+``binwatch_verdicts`` Prometheus counter and the ``verdict`` field of ``verdicts.jsonl``."""
+
+# capture states -> the contract's camera states
+_STATE = {
+    "starting": "reconnecting",
+    "live": "live",
+    "reconnecting": "reconnecting",
+    "stalled": "lost",
+    "finished": "stopped",
+    "stopped": "stopped",
+}
+
+
+def _agent_version() -> str:
+    try:
+        from binwatch import __version__
+
+        return str(__version__)
+    except Exception:  # pragma: no cover - binwatch is part of the same distribution
+        return "unknown"
+
+
+def camera_state(state: str) -> str:
+    return _STATE.get(state, "lost")
+
+
+def camera_status_key(rt: Runtime) -> tuple[Any, ...]:
+    """What changes the published camera status (states and errors, not counters)."""
+    return tuple((n, s.state, s.last_error) for n, s in sorted(rt.capture.states.items()))
+
+
+def build_status(rt: Runtime, state: str) -> Status:
+    cams = {}
+    for name, st in rt.capture.states.items():
+        cams[name] = CameraStatus(
+            state=camera_state(st.state),  # type: ignore[arg-type]
+            fps=float(round(st.fps(), 3)),
+            last_frame_ts=datetime.fromtimestamp(st.last_frame_ts, tz=timezone.utc)
+            if st.last_frame_ts
+            else None,
+            error=(st.last_error or None) and str(st.last_error)[:4000],
+            dropped_frames=int(st.dropped),
+            reconnects=int(st.reconnects + st.open_failures),
+        )
+    model = rt.store.current
+    return Status(
+        state=state,  # type: ignore[arg-type]
+        session=rt.link.session,
+        ts=utcnow(),
+        agent_version=_agent_version(),
+        model=model.ref if model is not None else None,
+        cameras=cams,
+    )
+
+
+def status_payload(provider: Optional[Callable[[str], Status]], state: str, session: int) -> bytes:
+    """The ``status`` bytes for ``state`` in ``session``: the provider's status (a running agent's
+    :func:`build_status`), or a minimal one when there is none or it fails (e.g. the last will)."""
+    status: Optional[Status] = None
+    if provider is not None:
+        try:
+            status = provider(state)
+        except Exception:
+            log.exception("status_provider failed; publishing a minimal status")
+    now = utcnow()
+    if status is None:
+        status = Status(state=state, session=session, ts=now, agent_version=_agent_version())  # type: ignore[arg-type]
+    else:
+        status = status.model_copy(update={"state": state, "session": session, "ts": now})
+    return status.to_json_bytes()
+
+
+def verdict_counts(counted: Mapping[str, int]) -> dict[str, int]:
+    """Totals by verdict for ``stats.verdicts``: every key of :data:`STATS_VERDICTS` (0 when none
+    yet), then any other verdict that was counted."""
+    out = {v: 0 for v in STATS_VERDICTS}
+    for verdict, n in counted.items():
+        out[str(verdict)[:64]] = out.get(str(verdict)[:64], 0) + int(n)
+    return dict(list(out.items())[:16])
+
+
+def build_stats(rt: Runtime) -> Stats:
+    m = rt.metrics
+    latency = {
+        stage: StageLatency(p50_ms=round(p50 * 1000, 3), p99_ms=round(max(p99, p50) * 1000, 3), n=n)
+        for stage, (p50, p99, n) in m.latency().items()
+    }
+    cams = {}
+    dropped = decode_errors = 0
+    for name, st in rt.capture.states.items():
+        cams[name] = CameraStats(
+            fps=float(round(st.fps(), 3)),
+            frames_total=int(st.frames),
+            frames_dropped=int(st.dropped),
+            decode_errors=int(st.decode_errors),
+        )
+        dropped += st.dropped
+        decode_errors += st.decode_errors
+    snap = m.snapshot()
+    invalid: dict[str, int] = dict(snap["invalid"])  # type: ignore[arg-type]
+    for reason, n in rt.manifests.invalid.items():
+        invalid[f"{reason}:invalid"] = invalid.get(f"{reason}:invalid", 0) + n
+    model = rt.store.current
+    counts: dict[str, int] = snap["counts"]  # type: ignore[assignment]
+    stats = Stats(
+        ts=utcnow(),
+        uptime_s=float(round(max(0.0, time.monotonic() - m.started_mono), 3)),
+        fps=float(round(m.fps(), 3)),
+        frames_total=int(counts.get("frames", 0)),
+        frames_dropped=int(dropped),
+        decode_errors=int(decode_errors),
+        latency=latency,
+        invalid_messages={k[:256]: int(v) for k, v in list(invalid.items())[:64]},
+        verdicts=verdict_counts(snap["verdicts"]),  # type: ignore[arg-type]
+        backend=model.ref.backend if model else None,
+        precision=model.ref.precision if model else None,
+        cameras=cams,
+    )
+    return rt.link.fill_stats(stats)

@@ -1,0 +1,100 @@
+"""The publish window that drains the SQLite outbox over one connection (DESIGN section 5).
+
+Rows go out in ``id`` order with at most ``inflight`` QoS 1 publishes unacknowledged; a row is
+deleted only when its PUBACK arrives. Alert rows get ``published_ts`` when they are actually sent
+and ``is_historical: true`` when they were stored before the connection started (enqueued while
+disconnected, or sent but not acknowledged on an earlier connection or by an earlier process);
+``seq`` and ``alert_id`` never change. Runs on the link's publisher thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from agent.delivery.config import MqttConfig
+from agent.delivery.conn import Conn, send
+from agent.delivery.outbox import Outbox, Row
+from contract.base import ContractError, utcnow
+from contract.messages import Alert
+
+if TYPE_CHECKING:
+    from agent.delivery.link import LinkCounters
+
+__all__ = ["OutboxWindow"]
+
+log = logging.getLogger(__name__)
+
+
+class OutboxWindow:
+    """Sends outbox rows on a connection and acknowledges them in the outbox on PUBACK."""
+
+    def __init__(self, cfg: MqttConfig, outbox: Outbox, alert_topic: str, counters: LinkCounters) -> None:
+        self.cfg = cfg  # read on every fill: ``cfg.inflight`` is the window size
+        self.outbox = outbox
+        self.alert_topic = alert_topic
+        self.counters = counters
+
+    def fill(self, conn: Conn) -> None:
+        """Publish the next rows after the last one sent on ``conn``, up to the window size."""
+        room = self.cfg.inflight - len(conn.inflight)
+        if room <= 0 or conn.lost:
+            return
+        for row in self.outbox.peek(room, after_id=conn.last_sent_id):
+            payload, is_alert, historical = self._prepare(row, conn)
+            mid = send(conn, row.topic, payload, row.qos, row.retain)
+            if mid is None:
+                self.counters.publish_failures += 1
+                return
+            conn.inflight[mid] = row.id
+            if is_alert:
+                conn.alert_mids.add(mid)
+            if historical:
+                conn.historical_mids.add(mid)
+            conn.last_sent_id = row.id
+
+    def _prepare(self, row: Row, conn: Conn) -> tuple[bytes, bool, bool]:
+        """Alert rows get ``published_ts`` now and ``is_historical`` when replayed; ids stay."""
+        if row.topic != self.alert_topic:
+            return row.payload, False, False
+        historical = row.id <= conn.backlog_id  # ids, not clocks: a Jetson's clock may jump at boot
+        try:
+            alert = Alert.parse(row.payload)
+        except ContractError as e:  # stored by an older/newer agent: send as stored
+            log.warning("outbox row %d is not a valid alert (%s); publishing it as stored", row.id, e)
+            return row.payload, True, historical
+        update: dict[str, Any] = {"published_ts": utcnow()}
+        if historical:
+            update["is_historical"] = True
+        return alert.model_copy(update=update).to_json_bytes(), True, historical
+
+    def handle_acks(self, conn: Conn, acked: dict[int, Any]) -> None:
+        """Delete the rows whose PUBACK arrived (``acked``: mid -> reason code); a refused one
+        (MQTT 5) stays in the outbox and marks ``conn`` lost, so it is retried after reconnect."""
+        done: list[int] = []
+        for mid, rc in acked.items():
+            row_id = conn.inflight.pop(mid, None)
+            is_alert = mid in conn.alert_mids
+            historical = mid in conn.historical_mids
+            conn.alert_mids.discard(mid)
+            conn.historical_mids.discard(mid)
+            if row_id is None:
+                continue  # status, retained state, stats
+            if rc is not None and getattr(rc, "is_failure", False):
+                # MQTT 5 broker refused it (e.g. not authorised): keep the row, retry on a new connection
+                self.counters.publish_failures += 1
+                log.error(
+                    "broker refused outbox row %d on %s: %s; will retry after reconnect",
+                    row_id,
+                    self.alert_topic,
+                    rc,
+                )
+                conn.lost, conn.lost_reason = True, f"publish refused: {rc}"
+                continue
+            done.append(row_id)
+            if is_alert:
+                self.counters.alerts_published += 1
+                if historical:
+                    self.counters.alerts_replayed += 1
+        if done:
+            self.outbox.ack_many(done)

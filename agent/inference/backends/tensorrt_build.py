@@ -1,0 +1,377 @@
+"""TensorRT engine builder, TensorRT 10 API: used by the agent's TensorRT backend on the device and by
+``binwatch export engine`` (through :mod:`export.engine`).
+
+- Parses the ONNX model with ``trt.OnnxParser`` and builds with ``build_serialized_network``; tensors
+  are addressed by name (the card's input/output names).
+- Precision: before TensorRT 10.12 (JetPack 6 ships 10.3) precision comes from builder flags: INT8
+  (plus FP16 for the layers without Q/DQ) with the explicit Q/DQ model ``model.int8-trt.onnx``, or
+  FP16. From 10.12 on, the network is created ``STRONGLY_TYPED`` and the types come from the model
+  (the Q/DQ model for INT8); FP16 there still uses the builder flag (deprecated, not removed), since
+  binwatch bundles carry FP32 and INT8 ONNX only.
+- One optimization profile covering the batch range ``min..max`` (``opt`` in between).
+- A timing cache persisted across builds, a workspace limit, and optional DLA with GPU fallback.
+- The engine file is written plain; its metadata goes to the sidecar JSON of
+  :mod:`agent.inference.backends.engine_cache` (TensorRT version, compute capability, L4T, ONNX sha256,
+  precision, profile).
+
+``tensorrt`` and ``onnx`` are imported only inside these functions. Errors are agent-side:
+:class:`TensorRTNotFound` (a :class:`BackendUnavailable`) when TensorRT is missing, else
+:class:`EngineBuildError` (a :class:`BackendError`); each message names the cause and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from agent.inference.backends.base import BackendError, BackendUnavailable
+from agent.inference.backends.engine_cache import (
+    EngineSidecar,
+    detect_compute_capability,
+    detect_gpu_name,
+    engine_cache_key,
+    read_l4t_release,
+    write_sidecar,
+)
+from contract.card import BatchProfile
+from contract.files import sha256_file, write_atomic
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_WORKSPACE_MIB",
+    "FP32_ONNX",
+    "INT8_TRT_ONNX",
+    "STRONGLY_TYPED_FROM",
+    "EngineBuildError",
+    "TensorRTNotFound",
+    "batch_profile",
+    "build_engine",
+    "check_onnx_for_precision",
+    "import_tensorrt",
+    "load_checked_onnx",
+    "parse_version",
+    "trt_available",
+    "uses_strongly_typed",
+]
+
+STRONGLY_TYPED_FROM = (10, 12)
+DEFAULT_WORKSPACE_MIB = 1024
+PRECISIONS = ("int8", "fp16", "fp32")
+FP32_ONNX = "model.fp32.onnx"
+INT8_TRT_ONNX = "model.int8-trt.onnx"
+
+INSTALL_TENSORRT = (
+    "TensorRT is not installed: on a Jetson it ships with JetPack 6 (apt install python3-libnvinfer); "
+    "on x86 pip install tensorrt from NVIDIA's index "
+    "(pip install --extra-index-url https://pypi.nvidia.com tensorrt)"
+)
+
+PathLike = Union[str, os.PathLike[str]]
+
+
+class EngineBuildError(BackendError):
+    """Bad builder input (model, precision, batch profile, DLA) or a failed TensorRT build."""
+
+
+class TensorRTNotFound(BackendUnavailable):
+    """The ``tensorrt`` Python package is not importable; ``detail`` is the import error."""
+
+    def __init__(self, detail: str = "") -> None:
+        self.detail = detail
+        super().__init__(f"{INSTALL_TENSORRT} ({detail})" if detail else INSTALL_TENSORRT)
+
+
+def import_tensorrt() -> Any:
+    """``import tensorrt`` or :class:`TensorRTNotFound` with the way to install it."""
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise TensorRTNotFound(str(e)) from e
+    return trt
+
+
+def trt_available() -> bool:
+    try:
+        import_tensorrt()
+    except TensorRTNotFound:
+        return False
+    return True
+
+
+def parse_version(version: str) -> tuple[int, ...]:
+    """``"10.3.0.30"`` -> ``(10, 3, 0, 30)`` (non-numeric suffixes ignored)."""
+    parts = []
+    for piece in str(version).split("."):
+        m = re.match(r"\d+", piece)
+        if m is None:
+            break
+        parts.append(int(m.group()))
+        if m.end() != len(piece):  # "36+cuda12": the number ends here
+            break
+    return tuple(parts)
+
+
+def uses_strongly_typed(version: str) -> bool:
+    """True from TensorRT 10.12 on (strongly typed networks), False before (builder flags)."""
+    return parse_version(version)[:2] >= STRONGLY_TYPED_FROM
+
+
+def batch_profile(min_batch: int, opt_batch: Optional[int], max_batch: int) -> BatchProfile:
+    """The optimization profile; ``opt`` defaults to half of ``max`` (within ``min..max``)."""
+    opt = opt_batch if opt_batch is not None else max(min_batch, min(max_batch, max(1, max_batch // 2)))
+    try:
+        return BatchProfile(min=min_batch, opt=opt, max=max_batch)
+    except ValueError as e:
+        raise EngineBuildError(
+            f"bad batch profile min={min_batch} opt={opt} max={max_batch}: need 1 <= min <= opt <= max"
+        ) from e
+
+
+def load_checked_onnx(path: Path) -> Any:
+    """Load and check an ONNX file; return the ``onnx.ModelProto``. A missing or corrupt file raises
+    :class:`EngineBuildError` naming the fix; a missing ``onnx`` package, :class:`BackendUnavailable`."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise BackendUnavailable(
+            f"the onnx package is missing ({e}): pip install 'binwatch[agent]' (or pip install onnx)"
+        ) from e
+    if not path.is_file():
+        raise EngineBuildError(f"{path}: no such ONNX file. Fix: run `binwatch export onnx RUN` first")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # protobuf DecodeError, ValidationError, ...
+        raise EngineBuildError(
+            f"{path} is not a valid ONNX model ({type(e).__name__}: {str(e).strip()[:200]}). "
+            "Fix: re-create it with `binwatch export onnx RUN` (and `export quantize` for INT8 files)"
+        ) from e
+    return model
+
+
+def check_onnx_for_precision(path: PathLike, precision: str) -> None:
+    """The file is a valid ONNX model of the right kind: INT8 needs the signed-INT8 Q/DQ model,
+    FP16/FP32 a float model. :class:`EngineBuildError` names the right file otherwise."""
+    path = Path(path)
+    model = load_checked_onnx(path)
+    from onnx import TensorProto  # importable: load_checked_onnx imported onnx
+
+    q_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    if precision != "int8":
+        if q_nodes:
+            raise EngineBuildError(f"{path} is a quantized (Q/DQ) model: build {precision} from {FP32_ONNX}")
+        return
+    if not q_nodes:
+        raise EngineBuildError(
+            f"{path} has no QuantizeLinear nodes: INT8 engines are built from the Q/DQ model "
+            f"({INT8_TRT_ONNX}, `binwatch export quantize RUN --target tensorrt`)"
+        )
+    inits = {i.name: i for i in model.graph.initializer}
+    for n in q_nodes:
+        if len(n.input) > 2 and n.input[2] in inits and inits[n.input[2]].data_type == TensorProto.UINT8:
+            raise EngineBuildError(
+                f"{path} has unsigned (U8) activations: that is the CPU model. "
+                f"TensorRT needs signed symmetric INT8, i.e. {INT8_TRT_ONNX}"
+            )
+
+
+def _write_bytes(path: Path, data: Any) -> None:
+    """Write ``data`` (bytes or a TensorRT ``IHostMemory``) atomically."""
+    write_atomic(path, memoryview(data))
+
+
+def _progress_monitor(trt: Any, report: Callable[[str], None]) -> Any:
+    """A ``trt.IProgressMonitor`` that reports build phases (TensorRT >= 10.0), or None."""
+    base = getattr(trt, "IProgressMonitor", None)
+    if base is None:
+        return None
+
+    class _Monitor(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+
+        def phase_start(self, phase_name: str, parent_phase: Optional[str], num_steps: int) -> None:
+            report(f"{parent_phase + ' / ' if parent_phase else ''}{phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return True  # keep building
+
+        def phase_finish(self, phase_name: str) -> None:
+            pass
+
+    return _Monitor()
+
+
+def _set_precision(trt: Any, config: Any, precision: str, typed: bool) -> None:
+    if typed:
+        return  # strongly typed: the model's types decide
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: scales come from the Q/DQ nodes
+        config.set_flag(trt.BuilderFlag.FP16)  # layers outside Q/DQ may run in FP16
+    elif precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+
+
+def _set_dla(trt: Any, builder: Any, config: Any, dla_core: int, precision: str) -> None:
+    n_dla = int(getattr(builder, "num_DLA_cores", 0))
+    if n_dla == 0:
+        raise EngineBuildError(
+            "--dla-core given but this device has no DLA (Jetson AGX/NX Orin and Xavier have DLAs)"
+        )
+    if not 0 <= dla_core < n_dla:
+        raise EngineBuildError(f"--dla-core {dla_core}: this device has DLA cores 0..{n_dla - 1}")
+    if precision == "fp32":
+        raise EngineBuildError("DLA runs FP16 or INT8 only: use --precision fp16 or int8 with --dla-core")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = int(dla_core)
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers the DLA cannot run go to the GPU
+
+
+def _add_profile(builder: Any, network: Any, config: Any, profile: BatchProfile, onnx_path: Path) -> None:
+    opt_profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        dims = tuple(tensor.shape)
+        if dims and dims[0] != -1 and (profile.min != dims[0] or profile.max != dims[0]):
+            raise EngineBuildError(
+                f"{onnx_path}: input {tensor.name} has a fixed batch of {dims[0]}; "
+                "re-export with a dynamic batch (binwatch export onnx)"
+            )
+        rest = tuple(dims[1:])
+        opt_profile.set_shape(tensor.name, (profile.min, *rest), (profile.opt, *rest), (profile.max, *rest))
+    config.add_optimization_profile(opt_profile)
+
+
+def _use_timing_cache(config: Any, cache_file: Path) -> None:
+    blob = cache_file.read_bytes() if cache_file.is_file() else b""
+    timing = config.create_timing_cache(blob)
+    if not config.set_timing_cache(timing, ignore_mismatch=False):
+        log.warning("timing cache %s does not match this TensorRT/GPU; starting a fresh one", cache_file)
+        timing = config.create_timing_cache(b"")
+        config.set_timing_cache(timing, ignore_mismatch=True)
+
+
+def build_engine(
+    onnx_path: PathLike,
+    out_path: Optional[PathLike] = None,
+    *,
+    precision: str = "int8",
+    max_batch: int = 8,
+    min_batch: int = 1,
+    opt_batch: Optional[int] = None,
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
+    dla_core: Optional[int] = None,
+    timing_cache: Optional[PathLike] = None,
+    strongly_typed: Optional[bool] = None,
+    device: int = 0,
+    verbose: bool = False,
+    on_phase: Optional[Callable[[str], None]] = None,
+) -> tuple[Path, EngineSidecar]:
+    """Build a TensorRT engine from one ONNX file; returns ``(engine path, sidecar)``. The sidecar
+    is written beside the engine.
+
+    ``out_path`` defaults to ``engines/<cache key>.engine`` in the working directory; ``timing_cache``
+    defaults to ``timing.cache`` beside the engine. ``strongly_typed`` defaults by version
+    (:func:`uses_strongly_typed`). Input problems are reported before TensorRT is looked for.
+    """
+    if precision not in PRECISIONS:
+        raise EngineBuildError(f"unknown precision {precision!r}: use int8, fp16 or fp32")
+    profile = batch_profile(min_batch, opt_batch, max_batch)
+    onnx_path = Path(onnx_path)
+    check_onnx_for_precision(onnx_path, precision)
+    onnx_sha = sha256_file(onnx_path)
+    trt = import_tensorrt()
+
+    version = str(trt.__version__)
+    typed = uses_strongly_typed(version) if strongly_typed is None else strongly_typed
+    if typed and precision == "fp16":
+        log.warning("TensorRT %s: FP16 from an FP32 model uses the (deprecated) FP16 builder flag", version)
+        typed = False
+    cc = detect_compute_capability(device)
+    if cc is None:
+        raise EngineBuildError(
+            "no CUDA GPU found (compute capability unknown): "
+            "TensorRT engines are built on the GPU that runs them"
+        )
+    key = engine_cache_key(onnx_sha, version, cc, precision, profile)
+    out = Path(out_path) if out_path is not None else Path("engines") / f"{key}.engine"
+    cache_file = Path(timing_cache) if timing_cache is not None else out.parent / "timing.cache"
+
+    report = on_phase or (lambda msg: log.info("TensorRT build: %s", msg))
+    logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineBuildError(f"TensorRT cannot parse {onnx_path}: {errors}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
+    _set_precision(trt, config, precision, typed)
+    if dla_core is not None:
+        _set_dla(trt, builder, config, dla_core, precision)
+    _add_profile(builder, network, config, profile, onnx_path)
+    _use_timing_cache(config, cache_file)
+    monitor = _progress_monitor(trt, report)
+    if monitor is not None:
+        config.progress_monitor = monitor
+
+    mode = "strongly typed" if typed else "builder flags"
+    report(
+        f"building {precision} engine from {onnx_path.name} "
+        f"(TensorRT {version}, sm {cc}, {mode}, batch {profile.min}-{profile.max})"
+    )
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        raise EngineBuildError(
+            "TensorRT could not build the engine (see the builder log above; -v shows more)"
+        )
+
+    _write_bytes(cache_file, config.get_timing_cache().serialize())
+    _write_bytes(out, serialized)
+    names = _io_names(trt, logger, out)
+    sidecar = EngineSidecar(
+        trt_version=version,
+        compute_capability=cc,
+        l4t=read_l4t_release(),
+        onnx_sha256=onnx_sha,
+        engine_sha256=sha256_file(out),
+        precision=precision,  # type: ignore[arg-type]
+        batch_profile=profile,
+        input_name=names[0],
+        output_name=names[1],
+        strongly_typed=typed,
+        dla_core=dla_core,
+        workspace_mib=int(workspace_mib),
+        gpu_name=detect_gpu_name(device),
+        build_seconds=round(seconds, 3),
+        cache_key=key,
+    )
+    write_sidecar(out, sidecar)
+    log.info(
+        "wrote %s (%.1f MiB) in %.1f s; timing cache %s", out, out.stat().st_size / 2**20, seconds, cache_file
+    )
+    return out, sidecar
+
+
+def _io_names(trt: Any, logger: Any, engine_path: Path) -> tuple[Optional[str], Optional[str]]:
+    """(input name, output name) of a built engine: deserializing it also proves it loads."""
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+    if engine is None:
+        raise EngineBuildError(f"the engine written to {engine_path} does not deserialize")
+    inputs, outputs = [], []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        (inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else outputs).append(name)
+    return (inputs[0] if inputs else None, outputs[0] if outputs else None)
