@@ -25,7 +25,8 @@ from agent.inference.backends.tensorrt_build import (
     trt_available,
     uses_strongly_typed,
 )
-from agent.inference.preprocess import DecodeError, decode_jpeg, preprocess, resize_frame
+from agent.inference.preprocess import preprocess, resize_frame
+from agent.intake.decode import DecodeError, decode_jpeg
 
 __all__ = [
     "DEFAULT_WORKSPACE_MIB",

@@ -90,6 +90,7 @@ class BrokerConfig(_Section):
     prefix: str = Field(
         default="binwatch/v1", description="topic prefix; the root is <prefix>/<site>/<device>"
     )
+
     @field_validator("broker")
     @classmethod
     def _check_broker(cls, v: str) -> str:

@@ -1,8 +1,10 @@
-"""Delivery of decided verdicts (the runtime's ``delivery`` thread).
+"""Delivery of decided verdicts (the agent's ``delivery`` thread).
 
-For each verdict, in order: a mismatch gets its snapshot (the deciding frame's JPEG, kept on the
-device) and an :class:`~contract.messages.Alert` that is stored durably in the outbox (with the next
-``seq``) before anything else happens; every verdict with an expected quantity may go out on
+The inference pipeline hands over each :class:`Decided` verdict (or a presentation that ended
+without one) with :meth:`Delivery.deliver` / :meth:`Delivery.fail`; one thread handles them in
+order. For each verdict: a mismatch gets its snapshot (the deciding frame's JPEG, kept on the
+device) and an :class:`~contract.messages.Alert` that is stored durably in the outbox (with the
+next ``seq``) before anything else happens; every verdict with an expected quantity may go out on
 ``result``; then the verdict is appended to the verdict log and the replay position advances.
 The ``alert_id`` is derived from the presentation (device, camera, bin, event), so a presentation
 decided again after a crash yields the same id.
@@ -12,25 +14,55 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Union
 
 from agent.delivery.snapshots import encode_jpeg
-from agent.inference.decision import Decision
+from agent.inference.decision import Decision, distribution_by_count
+from agent.inference.pipeline import Decided
 from agent.intake.presentations import Presentation
 from agent.intake.sources import Frame
 from contract.messages import Alert, Result, Snapshot
 
 if TYPE_CHECKING:
-    from agent.runtime import Decided, Runtime
+    from agent.delivery.records import ReplayCursors, VerdictLog
+    from agent.delivery.snapshots import SnapshotStore
+    from agent.metrics import AgentMetrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ALERT_NAMESPACE", "Delivery", "alert_id_for"]
+__all__ = ["ALERT_NAMESPACE", "AlertSink", "CommandReplies", "Delivery", "alert_id_for"]
 
 ALERT_NAMESPACE = uuid.UUID("6f1d5c2e-8a4b-4e53-9a57-1f0b3c2d7e91")
+
+
+@dataclass
+class _Failed:
+    pres: Presentation
+    reason: str
+
+
+class AlertSink(Protocol):
+    """Where alerts and results go: the MQTT link (:class:`agent.delivery.link.MqttLink`)."""
+
+    @property
+    def session(self) -> int: ...
+
+    def enqueue_alert(self, alert: Alert) -> Alert: ...
+
+    def publish_result(self, payload: Result) -> bool: ...
+
+
+class CommandReplies(Protocol):
+    """Answers to ``cmd/<name>`` requests (:class:`agent.delivery.replies.CommandReplier`)."""
+
+    def done(
+        self, name: str, request_id: str, ok: bool, detail: str = "", data: Optional[dict[str, Any]] = None
+    ) -> None: ...
 
 
 def alert_id_for(site: str, device: str, pres: Presentation) -> str:
@@ -44,40 +76,92 @@ def _ts(epoch: float) -> datetime:
 
 
 class Delivery:
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+    """The delivery queue and what its thread does with each item (see the module docstring)."""
 
-    def loop(self) -> None:
-        q = self.rt._deliver_q
+    def __init__(
+        self,
+        *,
+        site: str,
+        device: str,
+        sink: AlertSink,
+        replies: CommandReplies,
+        metrics: AgentMetrics,
+        cursors: ReplayCursors,
+        verdict_log: Optional[VerdictLog] = None,
+        snapshots: Optional[SnapshotStore] = None,
+        snapshot_quality: int = 90,
+        publish_results: bool = False,
+        queue_size: int = 64,
+    ) -> None:
+        self.site, self.device = site, device
+        self.sink = sink
+        self.replies = replies
+        self.metrics = metrics
+        self.cursors = cursors
+        self.verdict_log = verdict_log
+        self.snapshots = snapshots
+        self.snapshot_quality = snapshot_quality
+        self.publish_results = publish_results
+        self._q: queue.Queue[Union[Decided, _Failed, None]] = queue.Queue(maxsize=queue_size)
+        self._finished = threading.Event()
+
+    # -- the pipeline's side (any thread) ----------------------------------------------------------
+    def deliver(self, item: Decided) -> None:
+        """Queue a verdict (blocks while the queue is full)."""
+        self._put(item)
+
+    def fail(self, pres: Presentation, reason: str) -> None:
+        """Queue a presentation that ended without a verdict (counted as ``failed``)."""
+        self._put(_Failed(pres, reason))
+
+    def pending(self) -> int:
+        """Items queued or being delivered."""
+        return self._q.unfinished_tasks
+
+    def close(self) -> None:
+        """No more items: the loop ends after delivering what is queued."""
+        self._q.put(None)
+
+    def _put(self, item: Union[Decided, _Failed]) -> None:
         while True:
             try:
-                item = q.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            try:
-                if item is None:
+                self._q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self._finished.is_set():
+                    log.error("delivery stopped; verdict for bin %s not delivered", item.pres.bin_id)
                     return
-                self.deliver(item)
-            except Exception:
-                self.rt.metrics.error("delivery")
-                log.exception("delivering a verdict failed")
-            finally:
-                q.task_done()
 
-    def distribution(self, d: Decision, overflow: bool) -> dict[str, float]:
-        keys = [str(c) for c in d.counts]
-        if overflow:
-            keys[-1] += "+"
-        return {k: round(float(p), 6) for k, p in zip(keys, d.distribution, strict=False)}
+    # -- the delivery thread -----------------------------------------------------------------------
+    def loop(self) -> None:
+        """Deliver queued items in order until :meth:`close`."""
+        try:
+            while True:
+                try:
+                    item = self._q.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                try:
+                    if item is None:
+                        return
+                    if isinstance(item, _Failed):
+                        self._failed(item.pres, item.reason)
+                    else:
+                        self._deliver(item)
+                except Exception:
+                    self.metrics.error("delivery")
+                    log.exception("delivering a verdict failed")
+                finally:
+                    self._q.task_done()
+        finally:
+            self._finished.set()
 
-    def deliver(self, item: Decided) -> None:
+    def _deliver(self, item: Decided) -> None:
         t0 = time.perf_counter()
-        pres, d, ref = item.pres, item.decision, item.ref
+        pres, d = item.pres, item.decision
         frame = pres.last_frame
         assert frame is not None
-        model = self.rt.store.current
-        overflow = bool(model and model.card.output.overflow)
-        self.rt.metrics.verdict(d.verdict)
+        self.metrics.verdict(d.verdict)
         record: dict[str, Any] = {
             "ts": time.time(),
             "camera": pres.camera,
@@ -87,68 +171,89 @@ class Delivery:
             "expected_source": item.expected_source,
             **d.to_dict(),
         }
-        want_result = (
-            self.rt.cfg.mqtt.publish_results
-            and d.verdict in ("match", "mismatch", "uncertain")
-            and d.expected_qty is not None
-        )
-        # the fields an alert and a result share (a few dict entries per presentation)
-        common: dict[str, Any] = {
-            "site": self.rt.site,
-            "device": self.rt.device,
+        common = self._common_fields(item, frame)
+        if d.verdict == "mismatch":
+            stored = self._store_alert(pres, d, frame, common)
+            record.update(alert_id=stored.alert_id, seq=stored.seq)
+        wants_result = d.verdict in ("match", "mismatch", "uncertain") and d.expected_qty is not None
+        if self.publish_results and wants_result:
+            result = Result(
+                **common,
+                result_id=record.get("alert_id") or str(uuid.uuid4()),
+                verdict=d.verdict,  # type: ignore[arg-type]
+                seq=int(record.get("seq", 0)),
+                session=self.sink.session,
+                p_expected=float(d.p_expected or 0.0),
+            )
+            self.sink.publish_result(result)
+        if self.verdict_log is not None:
+            self.verdict_log.write(record)
+        if pres.replay_index is not None:
+            self.cursors.advance(pres.camera, pres.replay_index)
+        if d.verdict == "no_manifest":
+            log.debug("bin %s: no manifest (predicted %d): not alerted", pres.bin_id, d.predicted_qty)
+        if pres.request_id:
+            self.replies.done("capture", pres.request_id, True, f"{d.verdict}", data=record)
+        self.metrics.observe("deliver", time.perf_counter() - t0)
+        if pres.first_mono is not None:
+            self.metrics.observe("total", time.monotonic() - frame.mono)
+
+    def _common_fields(self, item: Decided, frame: Frame) -> dict[str, Any]:
+        """The fields an alert and a result share (built once per presentation)."""
+        pres, d = item.pres, item.decision
+        return {
+            "site": self.site,
+            "device": self.device,
             "camera": pres.camera,
             "bin_id": pres.bin_id,
             "event_id": pres.event_id,
             "frame_ts": _ts(frame.ts),
             "expected_qty": d.expected_qty,
             "predicted_qty": d.predicted_qty,
-            "distribution": self.distribution(d, overflow),
+            "distribution": distribution_by_count(d, item.overflow),
             "frames": d.frames,
-            "model": ref,
+            "model": item.ref,
         }
-        if d.verdict == "mismatch":
-            assert d.expected_qty is not None and d.p_expected is not None
-            alert = Alert(
-                **common,
-                alert_id=alert_id_for(self.rt.site, self.rt.device, pres),
-                seq=0,
-                session=0,
-                p_expected=float(d.p_expected),
-                snapshot=self.snapshot(pres, frame),
-            )
-            stored = self.rt.link.enqueue_alert(alert)
-            self.rt.metrics.alert()
-            record.update(alert_id=stored.alert_id, seq=stored.seq)
-        if want_result:
-            result = Result(
-                **common,
-                result_id=record.get("alert_id") or str(uuid.uuid4()),
-                verdict=d.verdict,  # type: ignore[arg-type]
-                seq=int(record.get("seq", 0)),
-                session=self.rt.link.session,
-                p_expected=float(d.p_expected or 0.0),
-            )
-            self.rt.link.publish_result(result)
-        if self.rt.verdict_log is not None:
-            self.rt.verdict_log.write(record)
-        if pres.replay_index is not None:
-            self.rt.cursors.advance(pres.camera, pres.replay_index)
-        if d.verdict == "no_manifest":
-            log.debug("bin %s: no manifest (predicted %d): not alerted", pres.bin_id, d.predicted_qty)
-        if pres.request_id:
-            self.rt.handler.command_done("capture", pres.request_id, True, f"{d.verdict}", data=record)
-        self.rt.metrics.observe("deliver", time.perf_counter() - t0)
-        if pres.first_mono is not None:
-            self.rt.metrics.observe("total", time.monotonic() - frame.mono)
 
-    def snapshot(self, pres: Presentation, frame: Frame) -> Optional[Snapshot]:
-        if self.rt.snapshots is None:
+    def _store_alert(self, pres: Presentation, d: Decision, frame: Frame, common: dict[str, Any]) -> Alert:
+        assert d.expected_qty is not None and d.p_expected is not None
+        alert = Alert(
+            **common,
+            alert_id=alert_id_for(self.site, self.device, pres),
+            seq=0,
+            session=0,
+            p_expected=float(d.p_expected),
+            snapshot=self._snapshot(pres, frame),
+        )
+        stored = self.sink.enqueue_alert(alert)
+        self.metrics.alert()
+        return stored
+
+    def _failed(self, pres: Presentation, reason: str) -> None:
+        self.metrics.verdict("failed")
+        log.warning("bin %s (event %s): no verdict: %s", pres.bin_id, pres.event_id, reason)
+        if self.verdict_log is not None:
+            self.verdict_log.write(
+                {
+                    "ts": time.time(),
+                    "verdict": "failed",
+                    "camera": pres.camera,
+                    "bin_id": pres.bin_id,
+                    "event_id": pres.event_id,
+                    "reason": reason,
+                }
+            )
+        if pres.request_id:
+            self.replies.done("capture", pres.request_id, False, reason)
+
+    def _snapshot(self, pres: Presentation, frame: Frame) -> Optional[Snapshot]:
+        if self.snapshots is None:
             return None
         try:
-            data = frame.jpeg if frame.jpeg else encode_jpeg(frame.image, self.rt.cfg.snapshots.quality)
-            ref = self.rt.snapshots.save(data, camera=pres.camera, bin_id=pres.bin_id, ts=frame.ts)
+            data = frame.jpeg if frame.jpeg else encode_jpeg(frame.image, self.snapshot_quality)
+            ref = self.snapshots.save(data, camera=pres.camera, bin_id=pres.bin_id, ts=frame.ts)
             return Snapshot(uri=ref.uri, sha256=ref.sha256)
         except (OSError, ValueError) as e:
-            self.rt.metrics.error("snapshot")
+            self.metrics.error("snapshot")
             log.warning("snapshot for bin %s not saved: %s", pres.bin_id, e)
             return None

@@ -14,12 +14,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import paho.mqtt.client as mqtt
 
-if TYPE_CHECKING:
-    from agent.delivery.link import LinkCounters
+from agent.delivery.counters import LinkCounters
 
 __all__ = ["INBOX_MAX", "Inbox", "MessageHandler"]
 

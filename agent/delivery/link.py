@@ -1,4 +1,4 @@
-"""The agent's MQTT link: outbox-backed, at-least-once alert delivery (DESIGN section 5).
+"""The agent's MQTT link: outbox-backed, at-least-once alert delivery (docs/delivery.md).
 
 One publisher thread owns the connection. It connects with backoff (a fresh paho client per
 connection, so nothing half-sent by an old connection is re-sent behind our back), and on every
@@ -28,7 +28,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import paho.mqtt.client as mqtt
@@ -36,17 +35,18 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from agent.delivery.config import MqttConfig
 from agent.delivery.conn import Conn, abort, send
+from agent.delivery.counters import LinkCounters
 from agent.delivery.inbox import Inbox, MessageHandler
 from agent.delivery.outbox import Outbox
 from agent.delivery.state import AgentState
 from agent.delivery.status import status_payload
 from agent.delivery.window import OutboxWindow
 from contract.base import utcnow
-from contract.messages import Alert, ModelReported, Stats, Status
+from contract.messages import Alert, CommandResult, ModelReported, Stats, Status
 from contract.topics import Topics
 from mqttconn.client import make_client
 
-__all__ = ["LinkCounters", "MqttLink"]
+__all__ = ["MqttLink"]
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +54,6 @@ StatusProvider = Callable[[str], Status]
 
 _ADHOC_MAX = 256
 _STOP_ACK_WAIT_S = 3.0
-
-
-@dataclass
-class LinkCounters:
-    """Totals since the link was created (for ``stats`` and ``/metrics``)."""
-
-    alerts_enqueued: int = 0
-    alerts_published: int = 0  # PUBACKed alerts (a replayed duplicate counts again)
-    alerts_replayed: int = 0  # published with is_historical
-    publish_failures: int = 0  # refused PUBACKs (MQTT 5) and publishes on a dead connection
-    connects: int = 0
-    connect_failures: int = 0
-    disconnects: int = 0
-    stats_dropped: int = 0  # stats/results not sent because the link was down
-    messages_received: int = 0
-    messages_dropped: int = 0  # incoming messages dropped because the handler fell behind
 
 
 class MqttLink:
@@ -166,6 +150,11 @@ class MqttLink:
         self._kick()
         return stored[-1]
 
+    def enqueue_command_result(self, name: str, result: CommandResult) -> None:
+        """Store the answer to ``cmd/<name>`` durably in the outbox (QoS 1) and wake the publisher."""
+        self.outbox.put(self.topics.cmd_result(name), result.to_json_bytes(), qos=1)
+        self._kick()
+
     def publish_stats(self, stats: Stats) -> bool:
         """QoS 0, not outboxed: dropped (and counted) when the link is down."""
         return self._publish_volatile(self.topics.stats, stats.to_json_bytes())
@@ -211,10 +200,6 @@ class MqttLink:
                 "alerts_published": self.counters.alerts_published,
             }
         )
-
-    def kick(self) -> None:
-        """Wake the publisher (e.g. after putting a non-alert row into the outbox directly)."""
-        self._kick()
 
     # -- helpers for callers -------------------------------------------------------------------
     def _kick(self) -> None:

@@ -1,4 +1,4 @@
-"""The publish window that drains the SQLite outbox over one connection (DESIGN section 5).
+"""The publish window that drains the SQLite outbox over one connection (docs/delivery.md).
 
 Rows go out in ``id`` order with at most ``inflight`` QoS 1 publishes unacknowledged; a row is
 deleted only when its PUBACK arrives. Alert rows get ``published_ts`` when they are actually sent
@@ -10,16 +10,14 @@ disconnected, or sent but not acknowledged on an earlier connection or by an ear
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.delivery.config import MqttConfig
 from agent.delivery.conn import Conn, send
+from agent.delivery.counters import LinkCounters
 from agent.delivery.outbox import Outbox, Row
 from contract.base import ContractError, utcnow
 from contract.messages import Alert
-
-if TYPE_CHECKING:
-    from agent.delivery.link import LinkCounters
 
 __all__ = ["OutboxWindow"]
 

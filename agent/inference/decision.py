@@ -1,4 +1,4 @@
-"""Turn logits into a verdict for one bin presentation (DESIGN section 6).
+"""Turn logits into a verdict for one bin presentation (docs/architecture.md, "Decision").
 
 1. Calibrate: ``log_softmax(logits / temperature)`` per frame (temperature from the card).
 2. Fuse the frames of one presentation: mean of the log-probabilities, renormalised.
@@ -27,6 +27,7 @@ __all__ = [
     "Verdict",
     "calibrated_log_probs",
     "decide",
+    "distribution_by_count",
     "fuse",
     "resolve_thresholds",
 ]
@@ -169,3 +170,11 @@ def decide(
     else:
         verdict = "uncertain"
     return Decision(verdict=verdict, expected_qty=expected_qty, p_expected=p, **base)
+
+
+def distribution_by_count(d: Decision, overflow: bool) -> dict[str, float]:
+    """The fused distribution keyed by count as the wire shows it (``"5+"`` for an overflow class)."""
+    keys = [str(c) for c in d.counts]
+    if overflow:
+        keys[-1] += "+"
+    return {k: round(float(p), 6) for k, p in zip(keys, d.distribution, strict=False)}

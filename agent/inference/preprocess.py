@@ -2,6 +2,7 @@
 
 This is the reference implementation: the agent runs it on every frame, export calibrates INT8
 models with it, and training's eval transform is tested against it (to 1e-3) on real images.
+Decoding the camera's bytes is the intake's job (:mod:`agent.intake.decode`).
 """
 
 from __future__ import annotations
@@ -11,23 +12,9 @@ import numpy as np
 
 from contract.card import InputSpec
 
-__all__ = ["decode_jpeg", "preprocess", "preprocess_batch", "resize_frame"]
+__all__ = ["preprocess", "preprocess_batch", "resize_frame"]
 
 _INTERP = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
-
-
-class DecodeError(ValueError):
-    """Bytes that are not a decodable image."""
-
-
-def decode_jpeg(data: bytes) -> np.ndarray:
-    """Decode image bytes to BGR uint8; raise :class:`DecodeError` for empty or corrupt input."""
-    if not data:
-        raise DecodeError("empty image (0 bytes)")
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        raise DecodeError(f"not a decodable image ({len(data)} bytes)")
-    return img
 
 
 def resize_frame(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:

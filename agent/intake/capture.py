@@ -14,142 +14,15 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from agent.intake.hub import CameraState, FrameHub
 from agent.intake.sources import EndOfStream, Frame, FrameSource, SourceLost, make_source
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CameraState", "CameraWorker", "CaptureManager", "FrameHub"]
-
-
-@dataclass
-class CameraState:
-    """What the agent knows about one camera (published in ``status`` and ``stats``)."""
-
-    name: str
-    source: str = ""
-    state: str = "starting"  # starting | live | reconnecting | stalled | finished | stopped
-    frames: int = 0
-    dropped: int = 0
-    decode_errors: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    reconnects: int = 0
-    open_failures: int = 0
-    restarts: int = 0
-    last_error: Optional[str] = None
-    last_frame_ts: Optional[float] = None
-    started_mono: float = field(default_factory=time.monotonic)
-    _recent: deque = field(default_factory=lambda: deque(maxlen=64), repr=False)
-
-    def fps(self) -> float:
-        if len(self._recent) < 2:
-            return 0.0
-        span = self._recent[-1] - self._recent[0]
-        return (len(self._recent) - 1) / span if span > 0 else 0.0
-
-    @property
-    def live(self) -> bool:
-        return self.state == "live"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "source": self.source,
-            "state": self.state,
-            "frames": self.frames,
-            "dropped": self.dropped,
-            "decode_errors": self.decode_errors,
-            "skipped": dict(self.skipped),
-            "reconnects": self.reconnects,
-            "open_failures": self.open_failures,
-            "restarts": self.restarts,
-            "fps": round(self.fps(), 2),
-            "last_error": self.last_error,
-            "last_frame_ts": self.last_frame_ts,
-        }
-
-
-class FrameHub:
-    """Per-camera slots behind one condition variable, so the inference thread can wait for
-    "any frame from any camera" and batch the frames that are ready together."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._slots: dict[str, deque[Frame]] = {}
-        self._capacity: dict[str, int] = {}
-        self._drop: dict[str, bool] = {}
-        self._states: dict[str, CameraState] = {}
-        self._rr = 0
-        self._inflight = 0  # taken but not yet acknowledged by the consumer
-
-    def add_camera(self, state: CameraState, *, capacity: int = 1, drop: bool = True) -> None:
-        with self._cond:
-            self._slots.setdefault(state.name, deque())
-            self._capacity[state.name] = max(1, capacity)
-            self._drop[state.name] = drop
-            self._states[state.name] = state
-
-    def put(self, frame: Frame, stop: threading.Event, is_current: Callable[[], bool] = lambda: True) -> bool:
-        """Offer a frame; live slots drop the oldest, finite ones wait for room (or ``stop``)."""
-        name = frame.camera
-        with self._cond:
-            slot = self._slots[name]
-            if self._drop[name]:
-                while len(slot) >= self._capacity[name]:
-                    slot.popleft()
-                    self._states[name].dropped += 1
-            else:
-                while len(slot) >= self._capacity[name]:
-                    if stop.is_set() or not is_current():
-                        return False
-                    self._cond.wait(0.2)
-            slot.append(frame)
-            self._cond.notify_all()
-            return True
-
-    def take(self, max_n: int, timeout: float) -> list[Frame]:
-        """Up to ``max_n`` frames, at most one per camera per round, round-robin across cameras;
-        waits up to ``timeout`` for the first."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not any(self._slots.values()):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return []
-                self._cond.wait(left)
-            names = list(self._slots)
-            out: list[Frame] = []
-            while len(out) < max_n and any(self._slots[n] for n in names):
-                for i in range(len(names)):
-                    n = names[(self._rr + i) % len(names)]
-                    if self._slots[n] and len(out) < max_n:
-                        out.append(self._slots[n].popleft())
-                self._rr = (self._rr + 1) % max(1, len(names))
-            self._inflight += len(out)
-            self._cond.notify_all()
-            return out
-
-    def ack(self, n: int) -> None:
-        """The consumer is done with ``n`` frames it took (processed or discarded)."""
-        with self._cond:
-            self._inflight = max(0, self._inflight - n)
-
-    def pending(self) -> int:
-        with self._cond:
-            return sum(len(s) for s in self._slots.values())
-
-    def idle(self) -> bool:
-        """No frame waiting and none taken but unacknowledged."""
-        with self._cond:
-            return self._inflight == 0 and not any(self._slots.values())
-
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify_all()
+__all__ = ["CameraWorker", "CaptureManager"]
 
 
 class CameraWorker(threading.Thread):
@@ -213,90 +86,113 @@ class CameraWorker(threading.Thread):
         try:
             while not self.stop_event.is_set() and not self.abandoned:
                 if self._src is None:
-                    try:
-                        src = self.source_factory(self.cam, start=self.position)
-                        self.state.source = src.describe()
-                        src.open()
-                    except SourceLost as e:
-                        attempt += 1
-                        self.state.open_failures += 1
-                        self.state.state = "reconnecting"
-                        self.state.last_error = str(e)
-                        delay = self._backoff(attempt)
-                        log.warning("%s; retrying in %.1fs (attempt %d)", e, delay, attempt)
-                        self.stop_event.wait(delay)
+                    attempt = self._open(attempt)
+                    if self._src is None:
                         continue
-                    # counters of a reopened source continue from the previous ones
-                    src.decode_errors = self.state.decode_errors
-                    src.skipped = dict(self.state.skipped)
-                    self._src = src
-                    if attempt:
-                        log.info("camera %s: back after %d attempt(s)", self.cam.name, attempt)
-                    attempt = 0
-                    self.state.state = "live"
-                    self.state.last_error = None
                 if interval:
                     now = time.monotonic()
                     if next_due > now and self.stop_event.wait(next_due - now):
                         break
                     next_due = max(next_due + interval, time.monotonic() - interval)
-                self.in_read_since = time.monotonic()
-                try:
-                    frame = self._src.read()
-                except SourceLost as e:
-                    self.in_read_since = None
-                    self.state.reconnects += 1
-                    self.state.state = "reconnecting"
-                    self.state.last_error = str(e)
-                    log.warning("%s; reopening", e)
-                    self.position = self._src.position
-                    self._close()
-                    attempt = 1
-                    self.stop_event.wait(self._backoff(attempt))
-                    continue
-                except EndOfStream as e:
-                    self.in_read_since = None
-                    self._sync_counters()
-                    if self.cam.loop:
-                        log.info("%s; looping", e)
-                        self.position = 0
-                        self._close()
-                        continue
-                    log.info("%s", e)
-                    self.state.state = "finished"
-                    if self.on_finished is not None:
-                        self.on_finished(self.cam.name)
+                step = self._read_one()
+                if step == "finished":
                     return
-                except Exception as e:
-                    self.in_read_since = None
-                    self.state.reconnects += 1
-                    self.state.state = "reconnecting"
-                    self.state.last_error = f"{type(e).__name__}: {e}"
-                    log.exception("camera %s: read failed; reopening", self.cam.name)
-                    self._close()
-                    self.stop_event.wait(self._backoff(1))
+                if step == "reopen":
+                    attempt = 1
                     continue
-                self.in_read_since = None
-                if self.abandoned:
+                if step == "abandoned":
                     break
-                self.position = self._src.position
-                self._sync_counters()
-                if self.state.state == "stalled":
-                    self.state.state = "live"
-                self.state.frames += 1
-                self.state.last_frame_ts = frame.ts
-                self.state._recent.append(time.monotonic())
-                if self.prepare is not None:
-                    try:
-                        self.prepare(frame)
-                    except Exception as e:
-                        log.debug("camera %s: preprocessing in capture failed: %s", self.cam.name, e)
-                        frame.tensor = None
-                self.hub.put(frame, self.stop_event, self._current)
         finally:
             self._close()
             if self.state.state not in ("finished",) and not self.abandoned:
                 self.state.state = "stopped"
+
+    def _open(self, attempt: int) -> int:
+        """Open the source; on failure wait the backoff. Returns the new attempt count."""
+        try:
+            src = self.source_factory(self.cam, start=self.position)
+            self.state.source = src.describe()
+            src.open()
+        except SourceLost as e:
+            attempt += 1
+            self.state.open_failures += 1
+            self.state.state = "reconnecting"
+            self.state.last_error = str(e)
+            delay = self._backoff(attempt)
+            log.warning("%s; retrying in %.1fs (attempt %d)", e, delay, attempt)
+            self.stop_event.wait(delay)
+            return attempt
+        # counters of a reopened source continue from the previous ones
+        src.decode_errors = self.state.decode_errors
+        src.skipped = dict(self.state.skipped)
+        self._src = src
+        if attempt:
+            log.info("camera %s: back after %d attempt(s)", self.cam.name, attempt)
+        self.state.state = "live"
+        self.state.last_error = None
+        return 0
+
+    def _lost(self, error: str) -> None:
+        self.state.reconnects += 1
+        self.state.state = "reconnecting"
+        self.state.last_error = error
+
+    def _read_one(self) -> str:
+        """Read one frame into the hub: ``"ok"``, ``"reopen"`` (source lost, closed, waited), ``"retry"``
+        (the read failed unexpectedly; closed, waited),
+        ``"finished"`` (end of a finite source) or ``"abandoned"`` (replaced by the watchdog)."""
+        assert self._src is not None
+        self.in_read_since = time.monotonic()
+        try:
+            frame = self._src.read()
+        except SourceLost as e:
+            self.in_read_since = None
+            self._lost(str(e))
+            log.warning("%s; reopening", e)
+            self.position = self._src.position
+            self._close()
+            self.stop_event.wait(self._backoff(1))
+            return "reopen"
+        except EndOfStream as e:
+            self.in_read_since = None
+            self._sync_counters()
+            if self.cam.loop:
+                log.info("%s; looping", e)
+                self.position = 0
+                self._close()
+                return "ok"
+            log.info("%s", e)
+            self.state.state = "finished"
+            if self.on_finished is not None:
+                self.on_finished(self.cam.name)
+            return "finished"
+        except Exception as e:
+            self.in_read_since = None
+            self._lost(f"{type(e).__name__}: {e}")
+            log.exception("camera %s: read failed; reopening", self.cam.name)
+            self._close()
+            self.stop_event.wait(self._backoff(1))
+            return "retry"
+        self.in_read_since = None
+        if self.abandoned:
+            return "abandoned"
+        self._deliver(frame)
+        return "ok"
+
+    def _deliver(self, frame: Frame) -> None:
+        assert self._src is not None
+        self.position = self._src.position
+        self._sync_counters()
+        if self.state.state == "stalled":
+            self.state.state = "live"
+        self.state.record_frame(frame.ts)
+        if self.prepare is not None:
+            try:
+                self.prepare(frame)
+            except Exception as e:
+                log.debug("camera %s: preprocessing in capture failed: %s", self.cam.name, e)
+                frame.tensor = None
+        self.hub.put(frame, self.stop_event, self._current)
 
 
 class CaptureManager:

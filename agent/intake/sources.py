@@ -316,7 +316,7 @@ class ReplaySource(FrameSource):
         self._pos = 0
 
     def read(self) -> Frame:
-        from agent.inference.preprocess import DecodeError, decode_jpeg
+        from agent.intake.decode import DecodeError, decode_jpeg
 
         while True:
             if self._pos >= len(self._keys):

@@ -1,25 +1,52 @@
-"""What the local HTTP server asks of a running agent: health, readiness, metrics and
-``/v1/count`` (mixed into :class:`agent.runtime.Runtime`)."""
+"""What the local HTTP server answers (:class:`agent.web.server.HttpBackend`): health, readiness,
+metrics and ``/v1/count``, from the parts of a running agent it is given."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional
 
-from agent.inference.decision import decide
-from agent.inference.preprocess import DecodeError, decode_jpeg, preprocess
+from agent.inference.decision import decide, distribution_by_count
+from agent.inference.preprocess import preprocess
+from agent.intake.decode import DecodeError, decode_jpeg
 from agent.web.server import CountError
 
-__all__ = ["HttpEndpoints"]
+if TYPE_CHECKING:
+    from agent.inference.model_store import ModelStore
+    from agent.intake.capture import CaptureManager
+    from agent.metrics import AgentMetrics
+
+__all__ = ["AgentEndpoints"]
 
 
-class HttpEndpoints:
-    """Endpoint logic; expects the runtime's ``store``, ``capture``, ``link``, ``metrics``,
-    ``outbox``, ``delivery``, ``stop_event``, ``_threads`` and ``_started``."""
+class AgentEndpoints:
+    """``health``: ``alive()`` says whether the agent's loops run (name -> alive) and ``running()``
+    whether it is started and not stopping; ``readiness`` adds the model and the cameras;
+    ``connected()`` and ``outbox_depth()`` come from the delivery side."""
+
+    def __init__(
+        self,
+        *,
+        store: ModelStore,
+        capture: CaptureManager,
+        metrics: AgentMetrics,
+        alive: Callable[[], dict[str, bool]],
+        running: Callable[[], bool],
+        connected: Callable[[], bool],
+        outbox_depth: Callable[[], int],
+    ) -> None:
+        self.store = store
+        self.capture = capture
+        self.metrics = metrics
+        self.alive = alive
+        self.running = running
+        self.connected = connected
+        self.outbox_depth = outbox_depth
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        alive = {t.name: t.is_alive() for t in self._threads}
-        ok = self._started and not self.stop_event.is_set() and all(alive.values())
+        alive = self.alive()
+        ok = self.running() and all(alive.values())
         return ok, {"status": "ok" if ok else "failing", "threads": alive}
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -34,19 +61,19 @@ class HttpEndpoints:
                 reasons.append(
                     f"camera {name} is {st.state}" + (f": {st.last_error}" if st.last_error else "")
                 )
-        ok = not reasons and self._started and not self.stop_event.is_set()
+        ok = not reasons and self.running()
         return ok, {
             "ready": ok,
             "reasons": reasons,
             "model": model.describe() if model else None,
             "cameras": {n: s.state for n, s in self.capture.states.items()},
-            "mqtt_connected": self.link.connected,
+            "mqtt_connected": self.connected(),
         }
 
     def metrics_text(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        self.metrics.outbox_depth.set(self.outbox.depth())
+        self.metrics.outbox_depth.set(self.outbox_depth())
         return generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
 
     def count_image(self, data: bytes, expected: Optional[int]) -> dict[str, Any]:
@@ -63,7 +90,7 @@ class HttpEndpoints:
             ms = (time.perf_counter() - t0) * 1000
             d = decide(logits, model.card.output, expected, model.thresholds)
             out = d.to_dict()
-            out["distribution"] = self.delivery.distribution(d, model.card.output.overflow)
+            out["distribution"] = distribution_by_count(d, model.card.output.overflow)
             out.update(model=model.ref.model_dump(mode="json"), infer_ms=round(ms, 3))
             if expected is None:
                 out.pop("verdict")

@@ -120,7 +120,7 @@ def test_bad_images_payloads_and_a_vanishing_camera_are_counted_and_survived(
     assert not unknown.ok and "unknown command" in unknown.detail
     assert wait_until(lambda: rt.capture.states["replay"].state == "finished")
     assert wait_until(lambda: len([v for v in verdict_log() if v["camera"] == "replay"]) == SYNTH_COUNT - 2)
-    assert rt.health()[0]
+    assert rt.endpoints.health()[0]
 
     def latest_stats() -> Stats | None:
         s = [Stats.parse(p) for _t, p, _r in col.on("/stats")]

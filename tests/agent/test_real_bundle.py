@@ -24,7 +24,8 @@ def _train_run(run: Path, data: Path) -> Path:
     """One quick epoch of ResNet18 at 64x64 (what matters here is the export path, not accuracy)."""
     import torch
 
-    from agent.inference.preprocess import decode_jpeg, preprocess
+    from agent.inference.preprocess import preprocess
+    from agent.intake.decode import decode_jpeg
     from contract.abid import iter_dataset
     from contract.card import InputSpec, ModelCard, ModelSpec, OutputSpec, TrainedFrom, save_card
     from training.model import build_model
@@ -73,7 +74,8 @@ def real_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_agent_runs_the_exported_int8_bundle(real_bundle, mosquitto, tmp_path: Path, make_runtime) -> None:
     from agent.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
     from agent.inference.decision import calibrated_log_probs
-    from agent.inference.preprocess import decode_jpeg, preprocess
+    from agent.inference.preprocess import preprocess
+    from agent.intake.decode import decode_jpeg
     from contract.card import load_card
 
     bundle, data = real_bundle

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from agent.config import CameraConfig
-from agent.intake.capture import CameraState, CameraWorker, CaptureManager, FrameHub
+from agent.intake.capture import CameraWorker, CaptureManager
+from agent.intake.hub import CameraState, FrameHub
 from agent.intake.sources import (
     EndOfStream,
     Frame,

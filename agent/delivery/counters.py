@@ -1,0 +1,23 @@
+"""Totals the MQTT link and its parts (outbox window, inbox) count, for ``stats`` and ``/metrics``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["LinkCounters"]
+
+
+@dataclass
+class LinkCounters:
+    """Totals since the link was created (for ``stats`` and ``/metrics``)."""
+
+    alerts_enqueued: int = 0
+    alerts_published: int = 0  # PUBACKed alerts (a replayed duplicate counts again)
+    alerts_replayed: int = 0  # published with is_historical
+    publish_failures: int = 0  # refused PUBACKs (MQTT 5) and publishes on a dead connection
+    connects: int = 0
+    connect_failures: int = 0
+    disconnects: int = 0
+    stats_dropped: int = 0  # stats/results not sent because the link was down
+    messages_received: int = 0
+    messages_dropped: int = 0  # incoming messages dropped because the handler fell behind
