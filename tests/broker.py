@@ -1,4 +1,4 @@
-"""A real mosquitto on a free loopback port, for tests (DESIGN section 9)."""
+"""A real mosquitto on a free loopback port, for tests (docs/architecture.md, "Testing")."""
 
 from __future__ import annotations
 

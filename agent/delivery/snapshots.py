@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import tempfile
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from contract.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,7 @@ class SnapshotStore:
         path = self.folder / name
         with self._lock:
             try:
-                fd, tmp = tempfile.mkstemp(prefix=".snap.", dir=self.folder)
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(jpeg)
-                    os.replace(tmp, path)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+                write_atomic(path, jpeg)
             except OSError:
                 self.errors += 1
                 raise

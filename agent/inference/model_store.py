@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -28,6 +27,7 @@ from agent.inference.backends.base import Backend, BackendError
 from agent.inference.decision import Thresholds, resolve_thresholds
 from contract.base import ContractError
 from contract.card import ModelCard, load_card
+from contract.files import UnsafeArchiveError, safe_extract_tar, sha256_file
 from contract.messages import ModelRef
 
 log = logging.getLogger(__name__)
@@ -67,18 +67,10 @@ class LoadedModel:
         return d
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def unpack_bundle(tar_path: Path, models_dir: Path) -> Path:
     """Extract a bundle ``.tar`` under ``models_dir/<sha256[:16]>`` (no absolute paths, no ``..``,
     no links); reuses an earlier extraction of the same file."""
-    digest = _sha256_file(tar_path)[:16]
+    digest = sha256_file(tar_path)[:16]
     dest = models_dir / digest
     if (dest / "card.json").is_file():
         return dest
@@ -86,13 +78,10 @@ def unpack_bundle(tar_path: Path, models_dir: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        with tarfile.open(tar_path) as tf:
-            members = tf.getmembers()
-            for m in members:
-                p = Path(m.name)
-                if p.is_absolute() or ".." in p.parts or not (m.isfile() or m.isdir()):
-                    raise ModelLoadError(f"{tar_path}: unsafe entry {m.name!r} in bundle archive")
-            tf.extractall(tmp, members=members)
+        try:
+            safe_extract_tar(tar_path, tmp)
+        except UnsafeArchiveError as e:
+            raise ModelLoadError(f"unsafe entry in bundle archive: {e}") from e
         roots = [p for p in tmp.iterdir()]
         inner = (
             roots[0] if len(roots) == 1 and roots[0].is_dir() and not (tmp / "card.json").exists() else tmp

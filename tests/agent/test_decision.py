@@ -1,4 +1,4 @@
-"""Decision (DESIGN section 6): calibration, fusion, overflow mapping, thresholds, verdicts."""
+"""Decision (docs/architecture.md, "Decision"): calibration, fusion, overflow mapping, thresholds, verdicts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The agent under faults, against a real mosquitto (DESIGN section 9): bad images and payloads,
+"""The agent under faults, against a real mosquitto (docs/architecture.md, "Testing"): bad images and payloads,
 a camera that disappears, a 20 s broker outage, starting with the broker down, SIGKILL and
 restart on the same state dir, SIGTERM, and no torch in the process."""
 

@@ -1,4 +1,4 @@
-"""Every top-level document: round trips, strictness, and the field rules of DESIGN section 5."""
+"""Every top-level document: round trips, strictness, and the field rules of docs/contract.md."""
 
 from __future__ import annotations
 

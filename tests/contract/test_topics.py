@@ -1,4 +1,4 @@
-"""MQTT topic names (DESIGN section 5) and id validation."""
+"""MQTT topic names (docs/contract.md) and id validation."""
 
 from __future__ import annotations
 

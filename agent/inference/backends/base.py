@@ -102,7 +102,7 @@ def pick_onnx_artifact(
             art = card.artifact("onnx", prec, tgt)
             if art is not None and (bundle / art.file).is_file():
                 return bundle / art.file, art, prec
-    # conventional names (DESIGN section 4) when the card lists no artifacts
+    # conventional names (docs/architecture.md, "Model card and bundle") when the card lists no artifacts
     names = {
         "int8": [f"model.int8-{'trt' if target == 'tensorrt' else 'cpu'}.onnx"],
         "fp32": ["model.fp32.onnx", "model.onnx"],

@@ -210,15 +210,7 @@ def write_sidecar(engine_path: Union[str, os.PathLike[str]], sidecar: EngineSide
 
 def read_sidecar(engine_path: Union[str, os.PathLike[str]]) -> EngineSidecar:
     """Read ``<engine>.json``; ContractError naming the file when it is missing or invalid."""
-    path = sidecar_path(engine_path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ContractError(f"{path}: cannot read engine sidecar ({e.strerror or e})") from e
-    try:
-        return EngineSidecar.parse(raw)
-    except ContractError as e:
-        raise ContractError(f"{path}: {e}") from e
+    return EngineSidecar.read_file(sidecar_path(engine_path), missing="{path}: missing (no engine sidecar)")
 
 
 # -- platform facts ------------------------------------------------------------------------------

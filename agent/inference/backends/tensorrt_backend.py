@@ -1,10 +1,11 @@
 """TensorRT 10 backend: engines built on the device from the bundle's ONNX, cached, run with
 ``execute_async_v3`` on one CUDA stream.
 
-- Engine cache (DESIGN section 4): ``<engine_cache>/<key>.engine`` (plain serialized engine) with
-  ``<key>.engine.json`` sidecar, key = (model sha256, TensorRT version, compute capability,
-  precision, batch profile), via :mod:`agent.inference.backends.engine_cache`. A cached engine is checked
-  against the running TensorRT and GPU before it is loaded; on mismatch (or a corrupt file) it is
+- Engine cache (docs/architecture.md, "Model card and bundle"):
+  ``<engine_cache>/<key>.engine`` (plain serialized engine) with ``<key>.engine.json`` sidecar,
+  key = (model sha256, TensorRT version, compute capability, precision, batch profile), via
+  :mod:`agent.inference.backends.engine_cache`. A cached engine is checked against the running
+  TensorRT and GPU before it is loaded; on mismatch (or a corrupt file) it is
   rebuilt with :mod:`agent.inference.backends.tensorrt_build`, with a persisted timing cache.
 - INT8 engines are built from ``model.int8-trt.onnx`` (Q/DQ), FP16/FP32 from ``model.fp32.onnx``.
 - Every CUDA and TensorRT call runs on one worker thread that owns the CUDA context
