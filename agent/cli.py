@@ -134,8 +134,6 @@ def run_cmd(
     `binwatch agent run --model B --replay D --broker mqtt://127.0.0.1:1883` runs without one.
     A clean stop publishes status `stopped` and keeps undelivered alerts in the outbox.
     """
-    from agent.config import ConfigError, load_config
-
     overrides = build_overrides(
         model=model,
         replay=replay,
@@ -155,6 +153,15 @@ def run_cmd(
         results=results,
         log_level=log_level,
     )
+    code = _run_agent(_run_config(config, overrides), max_frames=max_frames, exit_when_done=exit_when_done)
+    if code:
+        raise typer.Exit(code=code)
+
+
+def _run_config(config: Optional[Path], overrides: dict[str, Any]) -> Any:
+    """The config to run with (file < environment < flags), checked for running; logging set up."""
+    from agent.config import ConfigError, load_config
+
     try:
         cfg = load_config(config, overrides=overrides)
     except ConfigError as e:
@@ -165,7 +172,11 @@ def run_cmd(
     if problems:
         raise fail("cannot run the agent:\n  " + "\n  ".join(problems))
     setup_logging(cfg.agent.log_level, configured=True)
+    return cfg
 
+
+def _run_agent(cfg: Any, *, max_frames: Optional[int], exit_when_done: bool) -> int:
+    """Start the runtime, stop it on SIGTERM/SIGINT, print the totals; returns its exit code."""
     from agent.inference.backends.base import BackendError
     from agent.inference.model_store import ModelLoadError
     from agent.runtime import Runtime
@@ -199,8 +210,7 @@ def run_cmd(
         highlight=False,
         soft_wrap=True,
     )
-    if code:
-        raise typer.Exit(code=code)
+    return code
 
 
 @app.command("check-config")

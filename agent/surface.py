@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from agent.inference.backends.base import BackendError
 from agent.inference.backends.engine_cache import EngineSidecar
+from agent.inference.backends.onnx_check import load_checked_onnx
 from agent.inference.backends.registry import create_backend
 from agent.inference.backends.tensorrt_build import (
     DEFAULT_WORKSPACE_MIB,
@@ -20,7 +21,6 @@ from agent.inference.backends.tensorrt_build import (
     batch_profile,
     build_engine,
     import_tensorrt,
-    load_checked_onnx,
     parse_version,
     trt_available,
     uses_strongly_typed,

@@ -66,12 +66,40 @@ def watch(
 
     With --json each new alert is one line on stdout and warnings go to stderr.
     """
+    cfg, topic_filter = _broker_config(broker, prefix, site, device, username, password, ca, cert, key)
+    from console.alerts_watch import AlertTracker, AlertWatcher
+
+    watcher = AlertWatcher(cfg, topic_filter, AlertTracker())
+    try:
+        watcher.start()
+    except (OSError, ValueError) as e:
+        raise fail(f"cannot connect to {broker}: {e} (is the broker running? check --broker)", 1) from e
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        shown = _follow(watcher, broker, topic_filter, as_json=as_json, count=count, deadline=deadline)
+    except KeyboardInterrupt:
+        raise typer.Exit(code=130) from None
+    if count is not None and shown < count:
+        raise fail(f"timed out after {timeout:g} s with {shown} of {count} alert(s)", 1)
+
+
+def _broker_config(
+    broker: str,
+    prefix: str,
+    site: str,
+    device: str,
+    username: Optional[str],
+    password: Optional[str],
+    ca: Optional[Path],
+    cert: Optional[Path],
+    key: Optional[Path],
+) -> tuple[Any, str]:
+    """The connection settings and the topic filter; bad options exit 2 naming the option."""
     from pydantic import ValidationError
 
-    from console.alerts_watch import AlertTracker, AlertWatcher, Notice, alert_filter
+    from console.alerts_watch import alert_filter
     from mqttconn.config import BrokerConfig
 
-    err = Console(stderr=True)
     try:
         topic_filter = alert_filter(prefix, site, device)
     except ValueError as e:
@@ -89,17 +117,26 @@ def watch(
         first = e.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "options"
         raise fail(f"{where}: {first.get('msg')}", 2) from e
+    return cfg, topic_filter
 
-    watcher = AlertWatcher(cfg, topic_filter, AlertTracker())
-    try:
-        watcher.start()
-    except (OSError, ValueError) as e:
-        raise fail(f"cannot connect to {broker}: {e} (is the broker running? check --broker)", 1) from e
 
+def _follow(
+    watcher: Any,
+    broker: str,
+    topic_filter: str,
+    *,
+    as_json: bool,
+    count: Optional[int],
+    deadline: Optional[float],
+) -> int:
+    """Show alerts (a live table, or JSON lines) until ``count`` new ones or the deadline; returns
+    how many new alerts were shown."""
+    from console.alerts_watch import Notice
+
+    err = Console(stderr=True)
     out = Console(highlight=False, soft_wrap=True)
     view = _View(topic_filter)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    announced = interrupted = False
+    announced = False
     shown = 0  # new alerts handed out (the tracker may run ahead of this loop)
     live = None if as_json else Live(view.render(), console=out, auto_refresh=False, transient=False)
 
@@ -138,8 +175,6 @@ def watch(
                         view.add(event.alert, watcher.tracker)
             if live is not None:
                 live.update(view.render(), refresh=True)
-    except KeyboardInterrupt:
-        interrupted = True
     finally:
         if live is not None:
             live.stop()
@@ -147,10 +182,7 @@ def watch(
                 out.line()  # Live leaves its last line open when the output is a pipe or file
             out.file.flush()
         watcher.stop()
-    if interrupted:
-        raise typer.Exit(code=130)
-    if count is not None and shown < count:
-        raise fail(f"timed out after {timeout:g} s with {shown} of {count} alert(s)", 1)
+    return shown
 
 
 class _View:

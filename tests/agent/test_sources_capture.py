@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import CameraConfig
+from agent.camera_config import CameraConfig
 from agent.intake.capture import CameraWorker, CaptureManager
 from agent.intake.hub import CameraState, FrameHub
 from agent.intake.sources import (

@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.inference.backends.base import BackendError, BackendUnavailable
+from agent.inference.backends.base import BackendError, BackendUnavailable, EngineBuildError
+from agent.inference.backends.onnx_check import check_onnx_for_precision
 from agent.inference.backends.tensorrt_build import (
     INSTALL_TENSORRT,
-    EngineBuildError,
     TensorRTNotFound,
     batch_profile,
     build_engine,
-    check_onnx_for_precision,
     parse_version,
     trt_available,
     uses_strongly_typed,

@@ -18,7 +18,7 @@ from contract.card import Artifact, ModelCard
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backend", "BackendError", "BackendUnavailable", "pick_onnx_artifact"]
+__all__ = ["Backend", "BackendError", "BackendUnavailable", "EngineBuildError", "pick_onnx_artifact"]
 
 
 class BackendError(RuntimeError):
@@ -27,6 +27,10 @@ class BackendError(RuntimeError):
 
 class BackendUnavailable(BackendError):
     """The runtime a backend needs is not installed or has no device here."""
+
+
+class EngineBuildError(BackendError):
+    """Bad builder input (model, precision, batch profile, DLA) or a failed TensorRT build."""
 
 
 class Backend(ABC):

@@ -21,15 +21,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from agent.inference.backends.base import BackendError, BackendUnavailable
+from agent.inference.backends.base import BackendUnavailable, EngineBuildError
 from agent.inference.backends.engine_cache import (
     EngineSidecar,
     detect_compute_capability,
@@ -38,6 +40,7 @@ from agent.inference.backends.engine_cache import (
     read_l4t_release,
     write_sidecar,
 )
+from agent.inference.backends.onnx_check import check_onnx_for_precision
 from contract.card import BatchProfile
 from contract.files import sha256_file, write_atomic
 
@@ -45,16 +48,11 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_WORKSPACE_MIB",
-    "FP32_ONNX",
-    "INT8_TRT_ONNX",
     "STRONGLY_TYPED_FROM",
-    "EngineBuildError",
     "TensorRTNotFound",
     "batch_profile",
     "build_engine",
-    "check_onnx_for_precision",
     "import_tensorrt",
-    "load_checked_onnx",
     "parse_version",
     "trt_available",
     "uses_strongly_typed",
@@ -63,8 +61,6 @@ __all__ = [
 STRONGLY_TYPED_FROM = (10, 12)
 DEFAULT_WORKSPACE_MIB = 1024
 PRECISIONS = ("int8", "fp16", "fp32")
-FP32_ONNX = "model.fp32.onnx"
-INT8_TRT_ONNX = "model.int8-trt.onnx"
 
 INSTALL_TENSORRT = (
     "TensorRT is not installed: on a Jetson it ships with JetPack 6 (apt install python3-libnvinfer); "
@@ -73,10 +69,6 @@ INSTALL_TENSORRT = (
 )
 
 PathLike = Union[str, os.PathLike[str]]
-
-
-class EngineBuildError(BackendError):
-    """Bad builder input (model, precision, batch profile, DLA) or a failed TensorRT build."""
 
 
 class TensorRTNotFound(BackendUnavailable):
@@ -131,54 +123,6 @@ def batch_profile(min_batch: int, opt_batch: Optional[int], max_batch: int) -> B
         raise EngineBuildError(
             f"bad batch profile min={min_batch} opt={opt} max={max_batch}: need 1 <= min <= opt <= max"
         ) from e
-
-
-def load_checked_onnx(path: Path) -> Any:
-    """Load and check an ONNX file; return the ``onnx.ModelProto``. A missing or corrupt file raises
-    :class:`EngineBuildError` naming the fix; a missing ``onnx`` package, :class:`BackendUnavailable`."""
-    try:
-        import onnx
-    except ImportError as e:
-        raise BackendUnavailable(
-            f"the onnx package is missing ({e}): pip install 'binwatch[agent]' (or pip install onnx)"
-        ) from e
-    if not path.is_file():
-        raise EngineBuildError(f"{path}: no such ONNX file. Fix: run `binwatch export onnx RUN` first")
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as e:  # protobuf DecodeError, ValidationError, ...
-        raise EngineBuildError(
-            f"{path} is not a valid ONNX model ({type(e).__name__}: {str(e).strip()[:200]}). "
-            "Fix: re-create it with `binwatch export onnx RUN` (and `export quantize` for INT8 files)"
-        ) from e
-    return model
-
-
-def check_onnx_for_precision(path: PathLike, precision: str) -> None:
-    """The file is a valid ONNX model of the right kind: INT8 needs the signed-INT8 Q/DQ model,
-    FP16/FP32 a float model. :class:`EngineBuildError` names the right file otherwise."""
-    path = Path(path)
-    model = load_checked_onnx(path)
-    from onnx import TensorProto  # importable: load_checked_onnx imported onnx
-
-    q_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    if precision != "int8":
-        if q_nodes:
-            raise EngineBuildError(f"{path} is a quantized (Q/DQ) model: build {precision} from {FP32_ONNX}")
-        return
-    if not q_nodes:
-        raise EngineBuildError(
-            f"{path} has no QuantizeLinear nodes: INT8 engines are built from the Q/DQ model "
-            f"({INT8_TRT_ONNX}, `binwatch export quantize RUN --target tensorrt`)"
-        )
-    inits = {i.name: i for i in model.graph.initializer}
-    for n in q_nodes:
-        if len(n.input) > 2 and n.input[2] in inits and inits[n.input[2]].data_type == TensorProto.UINT8:
-            raise EngineBuildError(
-                f"{path} has unsigned (U8) activations: that is the CPU model. "
-                f"TensorRT needs signed symmetric INT8, i.e. {INT8_TRT_ONNX}"
-            )
 
 
 def _write_bytes(path: Path, data: Any) -> None:
@@ -257,6 +201,25 @@ def _use_timing_cache(config: Any, cache_file: Path) -> None:
         config.set_timing_cache(timing, ignore_mismatch=True)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one build makes, resolved and checked before TensorRT does any work."""
+
+    onnx_path: Path
+    onnx_sha: str
+    precision: str
+    profile: BatchProfile
+    version: str
+    typed: bool
+    cc: str
+    key: str
+    out: Path
+    cache_file: Path
+    workspace_mib: int
+    dla_core: Optional[int]
+    device: int
+
+
 def build_engine(
     onnx_path: PathLike,
     out_path: Optional[PathLike] = None,
@@ -283,11 +246,49 @@ def build_engine(
     if precision not in PRECISIONS:
         raise EngineBuildError(f"unknown precision {precision!r}: use int8, fp16 or fp32")
     profile = batch_profile(min_batch, opt_batch, max_batch)
-    onnx_path = Path(onnx_path)
-    check_onnx_for_precision(onnx_path, precision)
-    onnx_sha = sha256_file(onnx_path)
+    check_onnx_for_precision(Path(onnx_path), precision)
     trt = import_tensorrt()
+    plan = _plan(trt, Path(onnx_path), out_path, timing_cache, precision, profile, strongly_typed, device)
+    plan = dataclasses.replace(plan, workspace_mib=int(workspace_mib), dla_core=dla_core)  # as asked
+    report = on_phase or (lambda msg: log.info("TensorRT build: %s", msg))
+    logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+    builder, network, config = _network_and_config(trt, logger, plan, report)
+    mode = "strongly typed" if plan.typed else "builder flags"
+    report(
+        f"building {precision} engine from {plan.onnx_path.name} "
+        f"(TensorRT {plan.version}, sm {plan.cc}, {mode}, batch {profile.min}-{profile.max})"
+    )
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        raise EngineBuildError(
+            "TensorRT could not build the engine (see the builder log above; -v shows more)"
+        )
+    _write_bytes(plan.cache_file, config.get_timing_cache().serialize())
+    _write_bytes(plan.out, serialized)
+    sidecar = _write_sidecar(trt, logger, plan, seconds)
+    log.info(
+        "wrote %s (%.1f MiB) in %.1f s; timing cache %s",
+        plan.out,
+        plan.out.stat().st_size / 2**20,
+        seconds,
+        plan.cache_file,
+    )
+    return plan.out, sidecar
 
+
+def _plan(
+    trt: Any,
+    onnx_path: Path,
+    out_path: Optional[PathLike],
+    timing_cache: Optional[PathLike],
+    precision: str,
+    profile: BatchProfile,
+    strongly_typed: Optional[bool],
+    device: int,
+) -> _Plan:
+    """Resolve the typing mode, the GPU, the cache key and the output paths."""
     version = str(trt.__version__)
     typed = uses_strongly_typed(version) if strongly_typed is None else strongly_typed
     if typed and precision == "fp16":
@@ -299,69 +300,74 @@ def build_engine(
             "no CUDA GPU found (compute capability unknown): "
             "TensorRT engines are built on the GPU that runs them"
         )
+    onnx_sha = sha256_file(onnx_path)
     key = engine_cache_key(onnx_sha, version, cc, precision, profile)
     out = Path(out_path) if out_path is not None else Path("engines") / f"{key}.engine"
     cache_file = Path(timing_cache) if timing_cache is not None else out.parent / "timing.cache"
+    return _Plan(
+        onnx_path=onnx_path,
+        onnx_sha=onnx_sha,
+        precision=precision,
+        profile=profile,
+        version=version,
+        typed=typed,
+        cc=cc,
+        key=key,
+        out=out,
+        cache_file=cache_file,
+        workspace_mib=DEFAULT_WORKSPACE_MIB,
+        dla_core=None,
+        device=device,
+    )
 
-    report = on_phase or (lambda msg: log.info("TensorRT build: %s", msg))
-    logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+
+def _write_sidecar(trt: Any, logger: Any, plan: _Plan, seconds: float) -> EngineSidecar:
+    """Describe the engine just written in its sidecar JSON (loading it for the I/O names)."""
+    names = _io_names(trt, logger, plan.out)
+    sidecar = EngineSidecar(
+        trt_version=plan.version,
+        compute_capability=plan.cc,
+        l4t=read_l4t_release(),
+        onnx_sha256=plan.onnx_sha,
+        engine_sha256=sha256_file(plan.out),
+        precision=plan.precision,  # type: ignore[arg-type]
+        batch_profile=plan.profile,
+        input_name=names[0],
+        output_name=names[1],
+        strongly_typed=plan.typed,
+        dla_core=plan.dla_core,
+        workspace_mib=plan.workspace_mib,
+        gpu_name=detect_gpu_name(plan.device),
+        build_seconds=round(seconds, 3),
+        cache_key=plan.key,
+    )
+    write_sidecar(plan.out, sidecar)
+    return sidecar
+
+
+def _network_and_config(
+    trt: Any, logger: Any, plan: _Plan, report: Callable[[str], None]
+) -> tuple[Any, Any, Any]:
+    """Parse the ONNX model into a network and set up the builder config: workspace, precision,
+    DLA, batch profile, timing cache and progress reports. Returns ``(builder, network, config)``."""
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if typed else 0
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.typed else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    if not parser.parse_from_file(str(plan.onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineBuildError(f"TensorRT cannot parse {onnx_path}: {errors}")
-
+        raise EngineBuildError(f"TensorRT cannot parse {plan.onnx_path}: {errors}")
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
-    _set_precision(trt, config, precision, typed)
-    if dla_core is not None:
-        _set_dla(trt, builder, config, dla_core, precision)
-    _add_profile(builder, network, config, profile, onnx_path)
-    _use_timing_cache(config, cache_file)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_mib << 20)
+    _set_precision(trt, config, plan.precision, plan.typed)
+    if plan.dla_core is not None:
+        _set_dla(trt, builder, config, plan.dla_core, plan.precision)
+    _add_profile(builder, network, config, plan.profile, plan.onnx_path)
+    _use_timing_cache(config, plan.cache_file)
     monitor = _progress_monitor(trt, report)
     if monitor is not None:
         config.progress_monitor = monitor
-
-    mode = "strongly typed" if typed else "builder flags"
-    report(
-        f"building {precision} engine from {onnx_path.name} "
-        f"(TensorRT {version}, sm {cc}, {mode}, batch {profile.min}-{profile.max})"
-    )
-    start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    seconds = time.perf_counter() - start
-    if serialized is None:
-        raise EngineBuildError(
-            "TensorRT could not build the engine (see the builder log above; -v shows more)"
-        )
-
-    _write_bytes(cache_file, config.get_timing_cache().serialize())
-    _write_bytes(out, serialized)
-    names = _io_names(trt, logger, out)
-    sidecar = EngineSidecar(
-        trt_version=version,
-        compute_capability=cc,
-        l4t=read_l4t_release(),
-        onnx_sha256=onnx_sha,
-        engine_sha256=sha256_file(out),
-        precision=precision,  # type: ignore[arg-type]
-        batch_profile=profile,
-        input_name=names[0],
-        output_name=names[1],
-        strongly_typed=typed,
-        dla_core=dla_core,
-        workspace_mib=int(workspace_mib),
-        gpu_name=detect_gpu_name(device),
-        build_seconds=round(seconds, 3),
-        cache_key=key,
-    )
-    write_sidecar(out, sidecar)
-    log.info(
-        "wrote %s (%.1f MiB) in %.1f s; timing cache %s", out, out.stat().st_size / 2**20, seconds, cache_file
-    )
-    return out, sidecar
+    return builder, network, config
 
 
 def _io_names(trt: Any, logger: Any, engine_path: Path) -> tuple[Optional[str], Optional[str]]:
