@@ -1,0 +1,1 @@
+"""Operator-side tools (never on the device): ``binwatch alerts watch``; the web console comes next."""

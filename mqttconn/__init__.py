@@ -1,0 +1,1 @@
+"""MQTT connection settings and the paho client factory every binwatch MQTT client shares."""

@@ -1,0 +1,1 @@
+"""The agent's local HTTP endpoint: ``/healthz``, ``/readyz``, ``/metrics``, ``/v1/count``."""

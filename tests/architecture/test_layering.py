@@ -11,6 +11,8 @@ lazy or type-only import cannot hide.
 - No object touches another object's ``_private`` attributes (first-party names only).
 - ``contract/`` imports only the standard library, pydantic and itself (its CLI module also typer,
   rich and ``binwatch.cliutil``).
+- Product modules stay under :data:`MAX_MODULE_LINES` lines and functions under
+  :data:`MAX_FUNCTION_LINES` (one concept per module; a function a reader can hold in mind).
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ FORBIDDEN_THIRD_PARTY: dict[str, frozenset[str]] = {
 }
 CONTRACT_THIRD_PARTY = frozenset({"pydantic"})
 CLI_THIRD_PARTY = frozenset({"typer", "rich"})
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 80
 
 # agent stage -> the agent modules it may import (besides its own stage).
 AGENT_STAGES: dict[str, tuple[str, ...]] = {
@@ -237,6 +242,22 @@ def private_access_violations(packages: tuple[str, ...] = PACKAGES) -> list[str]
     return found
 
 
+def size_violations(packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    found = []
+    for package in packages:
+        for path in sources(package):
+            src = path.read_text(encoding="utf-8")
+            rel = path.relative_to(REPO).as_posix()
+            if src.count("\n") > MAX_MODULE_LINES:
+                found.append(f"{rel}: {src.count(chr(10))} lines")
+            for node in ast.walk(ast.parse(src)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = (node.end_lineno or node.lineno) - node.lineno + 1
+                    if n > MAX_FUNCTION_LINES:
+                        found.append(f"{rel}:{node.lineno}: {node.name}() is {n} lines")
+    return found
+
+
 # -- tests -----------------------------------------------------------------------------------------
 def test_the_check_sees_the_sources() -> None:
     agent_files = {p.relative_to(REPO).as_posix() for p in sources("agent")}
@@ -274,6 +295,13 @@ def test_no_import_circle(package: str) -> None:
 def test_no_object_touches_another_objects_private_parts() -> None:
     found = private_access_violations()
     assert found == [], "access to another object's _private attribute:\n" + "\n".join(found)
+
+
+def test_modules_and_functions_stay_small() -> None:
+    found = size_violations()
+    assert found == [], (
+        f"over {MAX_MODULE_LINES} lines per module / {MAX_FUNCTION_LINES} per function:\n" + "\n".join(found)
+    )
 
 
 # -- the checks themselves can fail ----------------------------------------------------------------
@@ -338,3 +366,6 @@ def test_planted_stage_cycle_and_private_access_are_found(fake_repo: Path) -> No
     assert stage_violations() == ["agent/intake/a.py:3: imports agent.delivery.b"]
     assert cycles(import_graph("agent")) == [["agent.delivery.b", "agent.intake.a"]]
     assert private_access_violations(("agent",)) == ["agent/delivery/b.py:8: b._q"]
+    long_body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    (fake_repo / "agent" / "long.py").write_text("def f():\n" + long_body)
+    assert size_violations(("agent",)) == [f"agent/long.py:1: f() is {MAX_FUNCTION_LINES + 1} lines"]
