@@ -1,7 +1,7 @@
 """Bring a BGR uint8 frame to the model card's input size (numpy + cv2 only: no torch, so
 ``binwatch data prepare``'s worker processes start fast).
 
-The resize itself is the agent's (``agent.preprocess.resize_frame``): training, the prepared cache
+The resize itself is the agent's (``agent.surface.resize_frame``): training, the prepared cache
 and the edge share one implementation, so their preprocessing cannot drift apart.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.preprocess import resize_frame
+from agent.surface import resize_frame
 from contract.card import InputSpec
 
 __all__ = ["resize_bgr"]

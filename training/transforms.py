@@ -1,6 +1,6 @@
 """Image transforms from a model card's ``input`` section (BGR uint8 frame -> normalized CHW tensor).
 
-The eval transform is the torch twin of the agent's numpy preprocessing (``agent.preprocess``): the
+The eval transform is the torch twin of the agent's numpy preprocessing (``agent.surface.preprocess``): the
 frame is brought to size with ``cv2.resize`` and the same interpolation (stretch or letterbox),
 converted to the card's colour order, scaled to [0, 1] and normalized with the card's mean/std. The
 two agree to 1e-3 (tested on real images).

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent.preprocess import decode_jpeg, preprocess
+from agent.surface import decode_jpeg, preprocess
 from contract.card import InputSpec, ResizeSpec
 from tests.hw import requires_shared_data
 from training.dataset import read_image
@@ -35,7 +35,7 @@ def test_eval_transform_matches_agent_preprocess(abid_sample: Path, spec: InputS
         assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
         assert tuple(got.shape) == expected.shape == (3, spec.height, spec.width)
         worst = max(worst, float(np.abs(got.numpy() - expected).max()))
-    assert worst <= 1e-3, f"eval transform differs from agent.preprocess by {worst}"
+    assert worst <= 1e-3, f"eval transform differs from agent.surface.preprocess by {worst}"
 
 
 def _frame(h: int = 90, w: int = 120) -> np.ndarray:
