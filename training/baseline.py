@@ -88,7 +88,7 @@ def make_classifier(name: str, n_components: int, seed: int = 0):
 def _splits(
     items: list[Any], run: Optional[Path], split_files: Sequence[str], ratios: Sequence[float], seed: int
 ) -> tuple[dict[str, list[Any]], str]:
-    from training.dataset import load_splits_json, parse_split_files, split_items
+    from training.splits import load_splits_json, parse_split_files, split_items
 
     if split_files:
         try:

@@ -33,13 +33,12 @@ class EvalError(ValueError):
 def load_items(data: Path) -> tuple[list[Any], str, str, bool]:
     """(items, short dataset name, dataset id as training records it, synthetic?)."""
     from contract.abid import AbidError
+    from training.cache import load_index
     from training.dataset import is_synthetic, items_from_cache, items_from_dir
 
     if not data.is_dir():
         raise EvalError(f"--data {data}: no such folder (an ABID-layout folder or a prepared cache)")
     if (data / "index.json").is_file():
-        from training.prepare import load_index
-
         try:
             index = load_index(data)
         except (FileNotFoundError, ValueError) as e:
@@ -72,7 +71,7 @@ def select_splits(
     the one the card names; a dataset at another path of the same kind (real or synthetic) sharing
     keys is taken for a moved copy (with a warning).
     """
-    from training.dataset import SPLITS, load_splits_json, parse_split_files, split_items
+    from training.splits import SPLITS, load_splits_json, parse_split_files, split_items
 
     if split_files:
         try:
@@ -127,7 +126,7 @@ def split_file_entries(split_files: Sequence[str], split: str) -> Optional[int]:
     """How many entries the split file of ``split`` has (None when no split file names it)."""
     if not split_files:
         return None
-    from training.dataset import parse_split_files
+    from training.splits import parse_split_files
 
     files = parse_split_files(split_files)
     if split not in files:

@@ -16,12 +16,11 @@ log = logging.getLogger(__name__)
 def load_items(args: argparse.Namespace):
     """(items, input spec defaults, dataset name, synthetic?)."""
     from contract.card import InputSpec, ResizeSpec
+    from training.cache import load_index
     from training.dataset import is_synthetic, items_from_cache, items_from_dir
 
     resize = ResizeSpec(method=args.resize, interpolation=args.interp)
     if args.cache is not None:
-        from training.prepare import load_index
-
         try:
             index = load_index(args.cache)
         except (FileNotFoundError, ValueError) as e:
@@ -58,7 +57,8 @@ def load_items(args: argparse.Namespace):
 
 
 def make_splits(args: argparse.Namespace, items, run: Path, resuming: bool):
-    from training.dataset import filter_counts, load_splits_json, parse_split_files, split_items
+    from training.dataset import filter_counts
+    from training.splits import load_splits_json, parse_split_files, split_items
 
     items, dropped = filter_counts(items, args.max_count, args.overflow)
     if dropped:

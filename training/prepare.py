@@ -23,10 +23,10 @@ then renamed) are not decoded again.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
@@ -35,70 +35,20 @@ from typing import Literal, Optional
 
 import cv2
 import numpy as np
-from pydantic import Field
 
 from contract.abid import SkipReport, iter_dataset
-from contract.base import ContractError, Strict
-from contract.card import InputSpec, ResizeSpec
+from contract.card import InputSpec
+from contract.files import write_atomic
+from training.cache import IMAGES, INDEX, CacheEntry, CacheIndex, load_index, write_index
+from training.splits import read_split_file
 
+# CacheEntry, CacheIndex and load_index live in training.cache; re-exported: they were defined here
 __all__ = ["CacheEntry", "CacheIndex", "decode_reduced", "load_index", "prepare", "reduce_factor"]
 
 log = logging.getLogger(__name__)
 
-INDEX = "index.json"
-IMAGES = "images"
 _EXT = {"png": ".png", "jpg": ".jpg", "npy": ".npy"}
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-
-
-class CacheEntry(Strict):
-    key: str
-    count: int = Field(ge=0)
-    split: Optional[str] = None
-    file: str = Field(description="path relative to the cache folder")
-    src_width: int = Field(gt=0)
-    src_height: int = Field(gt=0)
-    reduce: int = Field(default=1, description="JPEG DCT-scaling factor used when decoding (1 = full)")
-
-
-class CacheIndex(Strict):
-    format: Literal["binwatch.cache"] = "binwatch.cache"
-    version: Literal[1] = 1
-    source: str
-    synthetic: bool = False
-    height: int = Field(gt=0)
-    width: int = Field(gt=0)
-    resize: ResizeSpec = Field(default_factory=ResizeSpec)
-    encoding: Literal["png", "jpg", "npy"] = "npy"
-    reduce_margin: Optional[float] = Field(default=1.0, description="None: reduced decoding off")
-    items: list[CacheEntry] = Field(default_factory=list)
-
-    def input_spec(self) -> InputSpec:
-        """The card input spec that the cache was made for (ImageNet mean/std, RGB, NCHW)."""
-        return InputSpec(height=self.height, width=self.width, resize=self.resize)
-
-    def settings(self) -> dict:
-        return self.model_dump(mode="json", exclude={"items", "source", "synthetic"})
-
-
-def load_index(cache: Path | str) -> CacheIndex:
-    path = Path(cache) / INDEX
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no {INDEX} in {cache}: make the cache with `binwatch data prepare SRC --out {cache}`"
-        )
-    try:
-        return CacheIndex.model_validate_json(path.read_bytes())
-    except ValueError as e:
-        raise ContractError(f"{path}: not a binwatch cache index: {e}") from e
-
-
-def _write_index(out: Path, index: CacheIndex) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".index.", dir=out)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(index.model_dump_json(indent=1))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out / INDEX)
 
 
 def reduce_factor(src_wh: tuple[int, int], spec: InputSpec, margin: Optional[float]) -> int:
@@ -182,24 +132,17 @@ def _init_worker(spec_json: str, margin: Optional[float], encoding: str) -> None
 
 
 def _encode(img: np.ndarray, dst: Path, encoding: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=dst.suffix, dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if encoding == "npy":
-                np.save(f, np.ascontiguousarray(img), allow_pickle=False)
-            else:
-                params = (
-                    [cv2.IMWRITE_PNG_COMPRESSION, 1] if encoding == "png" else [cv2.IMWRITE_JPEG_QUALITY, 95]
-                )
-                ok, buf = cv2.imencode(dst.suffix, img, params)
-                if not ok:
-                    raise OSError(f"cannot encode {dst}")
-                f.write(buf.tobytes())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if encoding == "npy":
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(img), allow_pickle=False)
+        data = buf.getbuffer()
+    else:
+        params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if encoding == "png" else [cv2.IMWRITE_JPEG_QUALITY, 95]
+        ok, encoded = cv2.imencode(dst.suffix, img, params)
+        if not ok:
+            raise OSError(f"cannot encode {dst}")
+        data = encoded.tobytes()
+    write_atomic(dst, data, mode=0o644)
 
 
 def _work(job: _Job) -> _Result:
@@ -217,13 +160,88 @@ def _work(job: _Job) -> _Result:
 
 
 def _split_of(split_files: Optional[dict[str, Path]]) -> dict[str, str]:
-    from training.dataset import _read_split_file
-
     out: dict[str, str] = {}
     for name, path in (split_files or {}).items():
-        for key, _count in _read_split_file(path):
+        for key, _count in read_split_file(path):
             out.setdefault(key, name)
     return out
+
+
+def _previous_entries(out: Path, index: CacheIndex) -> dict[str, CacheEntry]:
+    """The entries of a cache already in ``out`` (resume); refuses one made with other settings."""
+    if not (out / INDEX).is_file():
+        return {}
+    old = load_index(out)
+    if old.settings() != index.settings():
+        raise ValueError(
+            f"{out} holds a cache made with other settings ({old.settings()}); "
+            "use another --out folder or delete that one"
+        )
+    return {e.key: e for e in old.items}
+
+
+def _plan(
+    items: list, previous: dict[str, CacheEntry], splits: dict[str, str], out: Path, ext: str
+) -> tuple[dict[str, CacheEntry], list[_Job]]:
+    """(entries already cached, jobs for the rest)."""
+    entries: dict[str, CacheEntry] = {}
+    jobs: list[_Job] = []
+    for it in items:
+        rel = f"{IMAGES}/{it.key}{ext}"
+        old_entry = previous.get(it.key)
+        if old_entry is not None and old_entry.file == rel and (out / rel).is_file():
+            entries[it.key] = old_entry.model_copy(update={"count": it.count, "split": splits.get(it.key)})
+            continue
+        jobs.append(_Job(it.key, it.count, splits.get(it.key), str(it.image), str(out / rel)))
+    return entries, jobs
+
+
+def _run_jobs(
+    jobs: list[_Job],
+    entries: dict[str, CacheEntry],
+    out: Path,
+    index: CacheIndex,
+    initargs: tuple[str, Optional[float], str],
+    workers: int,
+    on_item: Optional[Callable[[str, Optional[str]], None]],
+) -> dict[str, str]:
+    """Decode and write every job's image (in a process pool when worthwhile), adding each to
+    ``entries``; returns the failures by key. A partial index is written every 2000 images."""
+    failures: dict[str, str] = {}
+    by_key = {j.key: j for j in jobs}
+    done_since_save = 0
+
+    def _record(res: _Result) -> None:
+        nonlocal done_since_save
+        job = by_key[res.key]
+        if res.error is not None:
+            failures[res.key] = res.error
+            log.warning("cannot prepare %s: %s", res.key, res.error)
+        else:
+            assert res.entry is not None
+            rel = f"{IMAGES}/{Path(job.dst).name}"
+            entries[res.key] = CacheEntry(
+                key=job.key, count=job.count, split=job.split, file=rel, **res.entry
+            )
+            done_since_save += 1
+            if done_since_save >= 2000:  # a partial index makes an interrupted run resumable
+                done_since_save = 0
+                write_index(out, index.model_copy(update={"items": list(entries.values())}))
+        if on_item:
+            on_item(res.key, res.error)
+
+    if workers == 1 or len(jobs) < 2 * workers:
+        _init_worker(*initargs)
+        for job in jobs:
+            _record(_work(job))
+    else:
+        # never fork: the parent may hold torch/OpenMP threads, and a forked child can deadlock on
+        # their locks. Workers import only numpy/cv2/pydantic (training.resize), so start-up is cheap.
+        method = "forkserver" if "forkserver" in get_all_start_methods() else "spawn"
+        with get_context(method).Pool(workers, initializer=_init_worker, initargs=initargs) as pool:
+            for res in pool.imap_unordered(_work, jobs, chunksize=8):
+                _record(res)
+    return failures
 
 
 def prepare(
@@ -258,16 +276,7 @@ def prepare(
         encoding=encoding,
         reduce_margin=reduce_margin,
     )
-    previous: dict[str, CacheEntry] = {}
-    if (out / INDEX).is_file():
-        old = load_index(out)
-        if old.settings() != index.settings():
-            raise ValueError(
-                f"{out} holds a cache made with other settings ({old.settings()}); "
-                "use another --out folder or delete that one"
-            )
-        previous = {e.key: e for e in old.items}
-
+    previous = _previous_entries(out, index)
     splits = _split_of(split_files)
     if split_files and keys is None:
         keys = [k for k in splits]
@@ -276,64 +285,21 @@ def prepare(
     if report.total:
         log.warning("%s: skipped %s", src, report.summary())
     index.synthetic = is_synthetic(src, items)
-    ext = _EXT[encoding]
 
-    entries: dict[str, CacheEntry] = {}
-    jobs: list[_Job] = []
-    for it in items:
-        rel = f"{IMAGES}/{it.key}{ext}"
-        old_entry = previous.get(it.key)
-        if old_entry is not None and old_entry.file == rel and (out / rel).is_file():
-            entries[it.key] = old_entry.model_copy(update={"count": it.count, "split": splits.get(it.key)})
-            continue
-        jobs.append(_Job(it.key, it.count, splits.get(it.key), str(it.image), str(out / rel)))
+    entries, jobs = _plan(items, previous, splits, out, _EXT[encoding])
     if on_total:
         on_total(len(items))
     for key in entries:
         if on_item:
             on_item(key, None)
     log.info("prepare %s -> %s: %d images, %d already cached", src, out, len(items), len(entries))
-
-    failures: dict[str, str] = {}
-    by_key = {j.key: j for j in jobs}
-    workers = max(1, workers or os.cpu_count() or 1)
     initargs = (spec.model_dump_json(), reduce_margin, encoding)
-    done_since_save = 0
-
-    def _record(res: _Result) -> None:
-        nonlocal done_since_save
-        job = by_key[res.key]
-        if res.error is not None:
-            failures[res.key] = res.error
-            log.warning("cannot prepare %s: %s", res.key, res.error)
-        else:
-            assert res.entry is not None
-            rel = f"{IMAGES}/{Path(job.dst).name}"
-            entries[res.key] = CacheEntry(
-                key=job.key, count=job.count, split=job.split, file=rel, **res.entry
-            )
-            done_since_save += 1
-            if done_since_save >= 2000:  # a partial index makes an interrupted run resumable
-                done_since_save = 0
-                _write_index(out, index.model_copy(update={"items": list(entries.values())}))
-        if on_item:
-            on_item(res.key, res.error)
-
-    if workers == 1 or len(jobs) < 2 * workers:
-        _init_worker(*initargs)
-        for job in jobs:
-            _record(_work(job))
-    else:
-        # never fork: the parent may hold torch/OpenMP threads, and a forked child can deadlock on
-        # their locks. Workers import only numpy/cv2/pydantic (training.resize), so start-up is cheap.
-        method = "forkserver" if "forkserver" in get_all_start_methods() else "spawn"
-        with get_context(method).Pool(workers, initializer=_init_worker, initargs=initargs) as pool:
-            for res in pool.imap_unordered(_work, jobs, chunksize=8):
-                _record(res)
+    workers = max(1, workers or os.cpu_count() or 1)
+    failures = _run_jobs(jobs, entries, out, index, initargs, workers, on_item)
 
     order = {it.key: i for i, it in enumerate(items)}
     index.items = sorted(entries.values(), key=lambda e: order.get(e.key, len(order)))
-    _write_index(out, index)
+    write_index(out, index)
     return index, failures
 
 

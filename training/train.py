@@ -93,12 +93,12 @@ def _run(args, info, epoch_callback) -> dict[str, Any]:
         sha256_file,
         state_dict_sha256,
     )
-    from training.dataset import save_splits_json
     from training.engine import CountLoss
     from training.loaders import load_items, make_loaders, make_splits
     from training.model import build_model, freeze_backbone, set_backbone_eval
     from training.optim import build_optimizer, build_scheduler
     from training.runlog import MetricsLog, make_card, save_run_card, to_card_metrics, write_args
+    from training.splits import save_splits_json
     from training.transforms import BatchNormalizer
 
     device = info.device

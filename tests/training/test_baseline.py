@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from binwatch.cli import app
 from contract.card import InputSpec, ModelCard, ModelSpec, OutputSpec, TrainedFrom, save_card
 from training.baseline import BaselineError, run_baseline
-from training.dataset import items_from_dir, split_items
+from training.dataset import items_from_dir
+from training.splits import split_items
 
 
 def squares_dataset(root: Path, n: int, max_count: int = 2, seed: int = 0) -> Path:

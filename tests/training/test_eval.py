@@ -15,9 +15,10 @@ from binwatch.cli import app
 from contract.card import load_card
 from tests.fixtures_train import synth_dir
 from tests.hw import ABID_SAMPLE, requires_shared_data
-from training.dataset import items_from_dir, load_splits_json, read_image
+from training.dataset import items_from_dir, read_image
 from training.evaluate import EvalError, EvalOptions, run_eval
 from training.model import load_run
+from training.splits import load_splits_json
 from training.transforms import eval_transform
 
 PNG = b"\x89PNG\r\n\x1a\n"

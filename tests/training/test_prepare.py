@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import training.data.prepare_cli  # noqa: F401  (registers `prepare` on the data group)
-from agent.preprocess import decode_jpeg, preprocess, resize_frame
+from agent.surface import decode_jpeg, preprocess, resize_frame
 from binwatch.cli import app
 from contract.card import InputSpec
 from tests.hw import requires_shared_data
-from training.dataset import CountDataset, items_from_cache, read_image, split_items
+from training.dataset import CountDataset, items_from_cache, read_image
 from training.prepare import load_index, prepare
+from training.splits import split_items
 from training.transforms import eval_transform
 
 

@@ -54,8 +54,8 @@ def prepare_cmd(
 
     from contract.abid import AbidError
     from contract.card import InputSpec, ResizeSpec
-    from training.dataset import parse_split_files
     from training.prepare import prepare, summary
+    from training.splits import parse_split_files
 
     try:
         parts = [int(p) for p in size.lower().replace("x", ",").split(",")]
