@@ -1,23 +1,24 @@
-"""Atomic, state-dict-only checkpoints (temp file in the same folder, then ``os.replace``)."""
+"""Atomic, state-dict-only checkpoints (``contract.files.atomic_writer``: a temp file in the same
+folder, then ``os.replace``), the RNG state they carry, and a hash of a state dict."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from contract.files import atomic_writer
+
 __all__ = [
     "get_rng_state",
     "load_checkpoint",
     "save_atomic",
     "set_rng_state",
-    "sha256_file",
     "state_dict_sha256",
 ]
 
@@ -27,18 +28,8 @@ log = logging.getLogger(__name__)
 def save_atomic(obj: Any, path: Path | str) -> Path:
     """``torch.save`` to a temp file beside ``path``, fsync, then rename over it (never half-written)."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a run folder is meant to be shared
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(p, mode=0o644) as f:  # 0644: a run folder is meant to be shared
+        torch.save(obj, f)
     return p
 
 
@@ -76,20 +67,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         log.warning("could not restore RNG state (%s); continuing with fresh randomness", e)
 
 
-def sha256_file(path: Path | str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
     """A hash of a state dict's names, dtypes, shapes and values (CPU bytes, in key order)."""
-    import hashlib
-
     h = hashlib.sha256()
     for name in sorted(state):
         t = state[name]

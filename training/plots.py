@@ -11,6 +11,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from contract.files import atomic_path
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -38,10 +40,8 @@ def _figure(w: float = 5.0, h: float = 4.0, **adjust: float):
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, format="png", pil_kwargs={"compress_level": 3})
-    tmp.replace(path)
+    with atomic_path(path, mode=0o644, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", pil_kwargs={"compress_level": 3})
     return path
 
 

@@ -24,6 +24,7 @@ from contract.card import (
     TrainedFrom,
     save_card,
 )
+from contract.files import write_atomic
 
 __all__ = ["CSV_FIELDS", "MetricsLog", "git_sha", "make_card", "write_args"]
 
@@ -54,9 +55,7 @@ def _plain(v: Any) -> Any:
 def write_args(path: Path, args: argparse.Namespace) -> None:
     """The resolved arguments; ``binwatch train --config RUN/args.yaml`` repeats the run."""
     data = {k: _plain(v) for k, v in sorted(vars(args).items()) if k not in ("config",)}
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, yaml.safe_dump(data, sort_keys=True), mode=0o644)
 
 
 class MetricsLog:

@@ -18,8 +18,8 @@ import yaml
 from torch.utils.data import DataLoader
 
 from contract.abid import iter_dataset
+from contract.files import sha256_file
 from tests.fixtures_train import EPOCHS, INPUT, synth_dir
-from training.checkpoint import sha256_file
 from training.dataset import CountDataset
 from training.engine import evaluate
 from training.model import load_run

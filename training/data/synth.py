@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import shutil
 import time
 from collections import Counter
@@ -27,6 +26,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from contract.files import write_atomic
 from training.data.synth_items import random_sku
 from training.data.synth_render import (
     GENERATOR_VERSION,
@@ -129,8 +129,8 @@ def _make_one(job: _Job, index: int) -> tuple[str, dict]:
     if not ok:
         raise RuntimeError(f"JPEG encoding failed for synthetic bin {key}")
     out = Path(job.out)
-    _write_atomic(out / "bin-images" / f"{key}.jpg", buf.tobytes())
-    _write_atomic(out / "metadata" / f"{key}.json", _dumps(meta))
+    write_atomic(out / "bin-images" / f"{key}.jpg", buf.tobytes(), mode=0o644)
+    write_atomic(out / "metadata" / f"{key}.json", _dumps(meta), mode=0o644)
     return key, meta
 
 
@@ -143,12 +143,6 @@ def _make_chunk(job: _Job, indices: list[int]) -> list[tuple[str, dict]]:
 
 def _dumps(obj: dict) -> bytes:
     return (json.dumps(obj, indent=4, sort_keys=True) + "\n").encode()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def make_manifest_errors(quantities: dict[str, int], rate: float, seed: int) -> dict[str, int]:
@@ -252,7 +246,7 @@ def synthesize(
         "mismatch": mismatch,
         "counts": {str(k): v for k, v in counts.items()},
     }
-    _write_atomic(out / "synth.json", _dumps(record))
+    write_atomic(out / "synth.json", _dumps(record), mode=0o644)
     log.info("wrote %d synthetic bins to %s in %.1f s", count, out, seconds)
     return SynthSummary(out=out, count=count, counts=counts, mismatched=len(wrong), seconds=seconds)
 
@@ -327,7 +321,7 @@ def _write_mismatch(
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_MISMATCH_STREAM, 1)))
     for key, meta in metas.items():
         manifest = _manifest_metadata(meta, wrong[key], rng) if key in wrong else meta
-        _write_atomic(folder / f"{key}.json", _dumps(manifest))
+        write_atomic(folder / f"{key}.json", _dumps(manifest), mode=0o644)
     listing = {
         "seed": seed,
         "rate": rate,
@@ -336,5 +330,5 @@ def _write_mismatch(
             k: {"true_quantity": quantities[k], "manifest_quantity": q} for k, q in sorted(wrong.items())
         },
     }
-    _write_atomic(out / "mismatch.json", _dumps(listing))
+    write_atomic(out / "mismatch.json", _dumps(listing), mode=0o644)
     return wrong
