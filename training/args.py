@@ -38,6 +38,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         "binwatch train", description="Train a bin item-count classifier.", add_help=True
     )
+    _add_data_args(p)
+    _add_model_args(p)
+    _add_optimisation_args(p)
+    _add_augmentation_args(p)
+    _add_system_args(p)
+    _add_run_args(p)
+    return p
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", type=Path, help="ABID-layout folder (bin-images/ + metadata/)")
     g.add_argument(
@@ -61,6 +71,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--limit", type=int, default=None, help="use only the first N images (smoke runs)")
     g.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per rank")
 
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--arch", default="resnet18", help="any torchvision classification model name")
     g.add_argument(
@@ -77,6 +89,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--resize", choices=["stretch", "letterbox"], default="stretch")
     g.add_argument("--interp", choices=["area", "linear", "cubic"], default="area")
 
+
+def _add_optimisation_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=30)
     g.add_argument("--batch-size", type=int, default=64, help="per rank")
@@ -98,6 +112,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--balanced", action="store_true", help="class-balanced sampling")
     g.add_argument("--clip-grad", type=float, default=None, help="max gradient norm")
 
+
+def _add_augmentation_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("augmentation (no crops: they cut items out)")
     g.add_argument("--no-augment", action="store_true", help="train on the eval transform")
     g.add_argument("--no-hflip", action="store_true")
@@ -107,6 +123,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--scale-jitter", type=float, default=0.05)
     g.add_argument("--color-jitter", type=float, default=0.2)
 
+
+def _add_system_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("system")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     g.add_argument(
@@ -120,6 +138,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--deterministic", action="store_true")
 
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", type=Path, required=False, help="run folder")
     g.add_argument(
@@ -141,7 +161,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--name", default=None, help="model name in the card (default ARCH-count)")
     g.add_argument("--model-version", type=int, default=1)
     g.add_argument("--config", type=Path, default=None, help="YAML of defaults (e.g. a run's args.yaml)")
-    return p
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

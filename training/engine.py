@@ -119,19 +119,7 @@ def train_one_epoch(
             scaled = loss / accum_steps
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         if last_micro:
-            if scaler is not None:
-                if max_grad_norm:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                if max_grad_norm:
-                    nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if scheduler is not None:
-                scheduler.step()
+            _optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm)
         n = y.shape[0]
         loss_sum += loss.detach().double() * n
         correct += (logits.detach().argmax(1) == y).sum().double()
@@ -155,6 +143,30 @@ def train_one_epoch(
         "images_per_s": float(stats[2]) / max(seconds, 1e-9),
         "lr": optimizer.param_groups[0]["lr"],
     }
+
+
+def _optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler],
+    scaler: Optional[torch.amp.GradScaler],
+    max_grad_norm: Optional[float],
+) -> None:
+    """One optimizer step on the accumulated gradients (unscaled and clipped first when asked),
+    then zero the gradients and step the schedule."""
+    if scaler is not None:
+        if max_grad_norm:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        if max_grad_norm:
+            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if scheduler is not None:
+        scheduler.step()
 
 
 @torch.no_grad()
