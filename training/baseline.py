@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+
+from contract.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,69 @@ def _splits(
     return split_items(items, ratios=ratios, seed=seed)
 
 
+def _head(run: Optional[Path], max_count: int, overflow: bool) -> tuple[list[int], bool]:
+    """The counts and overflow flag of the head: the run's card, else ``0..max_count``."""
+    if run is None:
+        return list(range(max_count + 1)), overflow
+    from contract.base import ContractError
+    from contract.card import load_card
+
+    try:
+        card = load_card(run)
+    except ContractError as e:
+        raise BaselineError(f"--run {run}: {e}") from e
+    return list(card.output.counts), card.output.overflow
+
+
+def _load_items(data: Path) -> tuple[list[Any], bool]:
+    """(items, synthetic?) of an ABID folder or a prepared cache."""
+    from contract.abid import AbidError
+    from training.dataset import is_synthetic, items_from_cache, items_from_dir
+
+    if not data.is_dir():
+        raise BaselineError(f"--data {data}: no such folder (an ABID-layout folder or a prepared cache)")
+    try:
+        if (data / "index.json").is_file():
+            items = items_from_cache(data)
+        else:
+            items, _ = items_from_dir(data)
+    except (AbidError, FileNotFoundError, ValueError) as e:
+        raise BaselineError(str(e)) from e
+    return items, is_synthetic(data, items)
+
+
+def _fit_and_score(
+    models: Sequence[str],
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    xs: dict[str, np.ndarray],
+    ys: dict[str, np.ndarray],
+    counts: list[int],
+    n_comp: int,
+    seed: int,
+    progress: Optional[Callable[[str, int, int], None]],
+) -> dict[str, dict[str, Any]]:
+    """Fit each model on the train features; its metrics on every scored split, by split and model."""
+    from training.metrics import count_metrics
+
+    per_split: dict[str, dict[str, Any]] = {name: {} for name in xs}
+    for i, m in enumerate(models):
+        if progress is not None:
+            progress("fitting", i, len(models))
+        clf = make_classifier(m, n_comp, seed).fit(x_train, y_train)
+        for name in xs:
+            pred = np.asarray(clf.predict(xs[name]), dtype=np.int64)
+            per_split[name][m] = count_metrics(ys[name], pred, counts)
+            log.info(
+                "%s on %s: accuracy %.3f RMSE %.3f",
+                m,
+                name,
+                per_split[name][m]["accuracy"],
+                per_split[name][m]["rmse"],
+            )
+    return per_split
+
+
 def run_baseline(
     data: Path,
     *,
@@ -119,34 +183,14 @@ def run_baseline(
     progress: Optional[Callable[[str, int, int], None]] = None,
 ) -> dict[str, Any]:
     """Fit each baseline on the train split, score val and test; write and return ``baseline.json``."""
-    from contract.abid import AbidError
-    from training.dataset import is_synthetic, items_from_cache, items_from_dir
-    from training.metrics import count_metrics, head_counts
+    from training.metrics import head_counts
 
     data = Path(data)
     for m in models:
         if m not in MODELS:
             raise BaselineError(f"unknown baseline model {m!r}; choose from {', '.join(MODELS)}")
-    counts = list(range(max_count + 1))
-    if run is not None:
-        from contract.base import ContractError
-        from contract.card import load_card
-
-        try:
-            card = load_card(run)
-        except ContractError as e:
-            raise BaselineError(f"--run {run}: {e}") from e
-        counts, overflow = list(card.output.counts), card.output.overflow
-    if not data.is_dir():
-        raise BaselineError(f"--data {data}: no such folder (an ABID-layout folder or a prepared cache)")
-    try:
-        if (data / "index.json").is_file():
-            items = items_from_cache(data)
-        else:
-            items, _ = items_from_dir(data)
-    except (AbidError, FileNotFoundError, ValueError) as e:
-        raise BaselineError(str(e)) from e
-    synthetic = is_synthetic(data, items)
+    counts, overflow = _head(run, max_count, overflow)
+    items, synthetic = _load_items(data)
     items = [it for it in items if it.count in counts or (overflow and it.count > counts[-1])]
     splits, how = _splits(items, run, split_files, ratios, seed)
     train = splits.get("train") or []
@@ -167,21 +211,7 @@ def run_baseline(
     xs = {name: feats(name, splits[name]) for name in scored}
     ys = {name: head_counts([it.count for it in splits[name]], counts, overflow) for name in scored}
     n_comp = int(max(1, min(pca, x_train.shape[0] - 1, x_train.shape[1])))
-    per_split: dict[str, dict[str, Any]] = {name: {} for name in scored}
-    for i, m in enumerate(models):
-        if progress is not None:
-            progress("fitting", i, len(models))
-        clf = make_classifier(m, n_comp, seed).fit(x_train, y_train)
-        for name in scored:
-            pred = np.asarray(clf.predict(xs[name]), dtype=np.int64)
-            per_split[name][m] = count_metrics(ys[name], pred, counts)
-            log.info(
-                "%s on %s: accuracy %.3f RMSE %.3f",
-                m,
-                name,
-                per_split[name][m]["accuracy"],
-                per_split[name][m]["rmse"],
-            )
+    per_split = _fit_and_score(models, x_train, y_train, xs, ys, counts, n_comp, seed, progress)
     main_split = "test" if "test" in scored else "val"
     result = {
         "kind": "binwatch.baseline",
@@ -198,10 +228,6 @@ def run_baseline(
         "splits": per_split,
     }
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, out)
+        out = write_atomic(out, json.dumps(result, indent=2) + "\n", mode=0o644)
         result["out"] = str(out)
     return result

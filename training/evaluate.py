@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from contract.files import write_atomic
 from training.eval_data import (
     EvalError,
     load_items,
@@ -79,18 +79,11 @@ class EvalOptions:
 def write_park_results(path: Path, predictions: Sequence[int]) -> Path:
     """abid_challenge's ``counting_result.txt``: one predicted count per line (``'%d\\n'``), in the
     order of the split file's entries (its ``counting/evaluate.py`` pairs line n with entry n)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{int(p)}\n" for p in predictions), encoding="ascii")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, "".join(f"{int(p)}\n" for p in predictions), mode=0o644)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n", mode=0o644)
 
 
 def _update_card(
@@ -117,28 +110,29 @@ def _update_card(
 # -- the driver ----------------------------------------------------------------------------------
 
 
-def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str, Any]:
-    """Evaluate, calibrate, write the report; returns what ``metrics.json`` holds (plus ``out``)."""
-    from contract.base import ContractError
-    from contract.card import Metrics
-    from training import plots
-    from training.calibration import calibration_summary, fit_temperature
-    from training.metrics import DECODINGS, count_metrics, decode, head_counts, softmax
-    from training.mismatch import choose_thresholds, mismatch_report, simulate_scores
-    from training.model import load_run
-    from training.report import write_report
+@dataclass
+class _Data:
+    """The evaluated images: the dataset, its split and the split scored."""
 
+    name: str
+    id: str
+    synthetic: bool
+    excluded: int  # images whose count the head cannot express
+    split: str
+    split_how: str
+    seen: bool
+    eval_items: list[Any]
+    val_items: list[Any]
+
+
+def _check_options(opts: EvalOptions) -> None:
     if not 0.0 < opts.mismatch_rate < 1.0:
         raise EvalError(f"--mismatch-rate {opts.mismatch_rate}: give a share strictly between 0 and 1")
     if not 0.0 <= opts.false_alarm_rate <= opts.match_false_alarm_rate <= 1.0:
         raise EvalError("need 0 <= --false-alarm-rate <= --match-false-alarm-rate <= 1")
-    run = Path(opts.run)
-    try:
-        model, card = load_run(run)
-    except (FileNotFoundError, ContractError) as e:
-        raise EvalError(f"cannot load run {run}: {e}") from e
-    counts, overflow = list(card.output.counts), card.output.overflow
 
+
+def _select_data(opts: EvalOptions, run: Path, card, counts: list[int], overflow: bool) -> _Data:
     items, ds_name, ds_id, synthetic = load_items(Path(opts.data))
     kept = [it for it in items if it.count in counts or (overflow and it.count > counts[-1])]
     excluded = len(items) - len(kept)
@@ -151,42 +145,55 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
     eval_items = splits[split] if split != "all" else (splits.get("all") or kept)
     if not eval_items:
         raise EvalError(f"no images to evaluate in {opts.data} (split {split}, {split_how})")
-    val_items = splits.get("val") or []
+    return _Data(
+        ds_name, ds_id, synthetic, excluded, split, split_how, seen, eval_items, splits.get("val") or []
+    )
 
-    device = resolve_device(opts.device)
-    kw = {"device": device, "batch_size": opts.batch_size, "workers": opts.workers, "progress": progress}
-    logits, flipped = infer(model, eval_items, card, tta_flip=opts.tta_flip, stage=f"eval {split}", **kw)
-    raw_true = np.asarray([it.count for it in eval_items], dtype=np.int64)
-    true = head_counts(raw_true, counts, overflow)
-    labels = np.searchsorted(counts, true)
 
-    # -- temperature: fitted on the validation split when it is in the data --
+def _calibrate(opts: EvalOptions, model, card, d: _Data, logits, true, counts, overflow, kw):
+    """(temperature, where it comes from, validation logits or None): the temperature is fitted on
+    the validation split when it is in the data (and --calibrate)."""
+    from training.calibration import fit_temperature
+    from training.metrics import head_counts
+
     temperature, t_source = float(card.output.temperature), "kept from the card (no validation split here)"
-    val_logits = val_labels = None
-    if opts.calibrate and val_items:
-        if split == "val":
+    val_logits = None
+    if opts.calibrate and d.val_items:
+        if d.split == "val":
             val_logits, val_true = logits, true
         else:
-            val_logits, _ = infer(model, val_items, card, stage="calibrate on val", **kw)
-            val_true = head_counts([it.count for it in val_items], counts, overflow)
+            val_logits, _ = infer(model, d.val_items, card, stage="calibrate on val", **kw)
+            val_true = head_counts([it.count for it in d.val_items], counts, overflow)
         val_labels = np.searchsorted(counts, val_true)
         temperature = fit_temperature(val_logits, val_labels)
         t_source = f"fitted on the validation split ({len(val_labels)} images)"
     elif not opts.calibrate:
         t_source = "kept from the card (--no-calibrate)"
+    return temperature, t_source, val_logits
+
+
+def _score(logits, flipped, true, temperature: float, counts: list[int]):
+    """(probabilities, those of the flip TTA when scored else the same, metrics by decoding, the
+    flip TTA's metrics by decoding or None)."""
+    from training.metrics import DECODINGS, count_metrics, decode, softmax
 
     probs = softmax(logits, temperature)
     tables: dict[str, Any] = {
         how: count_metrics(true, decode(probs, counts, how), counts) for how in DECODINGS
     }
-    tta_tables = None
-    if flipped is not None:
-        probs_tta = 0.5 * (probs + softmax(flipped, temperature))
-        tta_tables = {how: count_metrics(true, decode(probs_tta, counts, how), counts) for how in DECODINGS}
-    calib = calibration_summary(logits, labels, temperature)
-    calib["source"] = t_source
+    if flipped is None:
+        return probs, probs, tables, None
+    probs_tta = 0.5 * (probs + softmax(flipped, temperature))
+    tta_tables = {how: count_metrics(true, decode(probs_tta, counts, how), counts) for how in DECODINGS}
+    return probs, probs_tta, tables, tta_tables
 
-    # -- mismatch detection: thresholds chosen on val, measured on the evaluated split --
+
+def _mismatch(opts: EvalOptions, card, d: _Data, probs, raw_true, val_logits, temperature, counts, overflow):
+    """Mismatch detection: thresholds chosen on val (when scored there), measured on the evaluated
+    split; returns (report, decision or None, p_expected, is-mismatch)."""
+    from training.metrics import softmax
+    from training.mismatch import choose_thresholds, mismatch_report, simulate_scores
+
     mm_kw = {"rate": opts.mismatch_rate, "ks": tuple(opts.mismatch_ks), "seed": opts.seed}
     try:
         mismatch = mismatch_report(probs, raw_true, counts, overflow, **mm_kw)
@@ -194,7 +201,7 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
         raise EvalError(f"simulated manifest errors: {e}; choose other --mismatch-k") from e
     decision = None
     if val_logits is not None:
-        val_raw = np.asarray([it.count for it in val_items]) if split != "val" else raw_true
+        val_raw = np.asarray([it.count for it in d.val_items]) if d.split != "val" else raw_true
         decision = choose_thresholds(
             softmax(val_logits, temperature),
             val_raw,
@@ -202,7 +209,7 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
             overflow,
             false_alarm_rate=opts.false_alarm_rate,
             match_false_alarm_rate=opts.match_false_alarm_rate,
-            fitted_on=f"{ds_name} val ({len(val_raw)} images, simulated manifest errors: "
+            fitted_on=f"{d.name} val ({len(val_raw)} images, simulated manifest errors: "
             f"rate {opts.mismatch_rate}, k in {list(opts.mismatch_ks)}, seed {opts.seed})",
             **mm_kw,
         )
@@ -219,13 +226,131 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
             "recall": float(alarm[is_mm].mean()) if is_mm.any() else 0.0,
             "uncertain_share": float((~alarm & ~match).mean()),
         }
+    return mismatch, decision, pe, is_mm
 
-    out = Path(opts.out) if opts.out else run / f"eval-{ds_name}"
+
+def _read_baseline(opts: EvalOptions, run: Path) -> Optional[dict[str, Any]]:
+    bpath = Path(opts.baseline) if opts.baseline else run / "baseline.json"
+    if bpath.is_file():
+        try:
+            return json.loads(bpath.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            log.warning("ignoring %s: %s", bpath, e)
+    return None
+
+
+def _park(opts: EvalOptions, probs, counts: list[int], split: str) -> dict[str, Any]:
+    """Write ``--park-results``; what the result records about it."""
+    from training.metrics import decode
+
+    preds = decode(probs, counts, opts.park_decoding)
+    entries = split_file_entries(opts.split_files, split)
+    if entries is not None and entries != len(preds):
+        log.warning(
+            "%d of %d split-file entries are missing from %s: counting_result.txt has the %d present "
+            "ones, and abid_challenge's evaluate.py pairs lines by position, so score it with this "
+            "tool's numbers",
+            entries - len(preds),
+            entries,
+            opts.data,
+            len(preds),
+        )
+    return {
+        "file": str(write_park_results(Path(opts.park_results), preds)),
+        "lines": len(preds),
+        "split_file_entries": entries,
+        "decoding": opts.park_decoding,
+    }
+
+
+def _card_metrics(argmax: dict[str, Any], calib: dict[str, Any], d: _Data):
+    """The card's metrics entry of this evaluation (argmax decoding)."""
+    from contract.card import Metrics
+
+    return Metrics(
+        dataset=d.id,
+        split=d.split,
+        n=argmax["n"],
+        accuracy=argmax["accuracy"],
+        rmse=argmax["rmse"],
+        mae=argmax["mae"],
+        per_class_accuracy={
+            k: v["accuracy"] for k, v in argmax["per_class"].items() if v["accuracy"] is not None
+        },
+        ece=calib["ece"],
+        ece_uncalibrated=calib["ece_uncalibrated"],
+        model="pytorch",
+        is_synthetic=d.synthetic,
+    )
+
+
+def _result(run: Path, card, d: _Data, **parts: Any) -> dict[str, Any]:
+    """What ``metrics.json`` holds; ``parts`` are the measured sections (temperature, tables, ...)."""
+    return {
+        "run": str(run),
+        "model": {"name": card.name, "version": card.version, "arch": card.model.arch},
+        "dataset": d.name,
+        "dataset_id": d.id,
+        "split": d.split,
+        "split_how": d.split_how,
+        "data_seen_in_training_split": d.seen,
+        "official_val_split": d.split == "val" and "counting_val" in d.split_how,
+        "n": len(d.eval_items),
+        "excluded_beyond_head": d.excluded,
+        "counts": list(card.output.counts),
+        "overflow": card.output.overflow,
+        "is_synthetic": d.synthetic,
+        "trained_on_synthetic": trained_on_synthetic(card),
+        "temperature": parts["temperature"],
+        "tta_flip": parts["tta_flip"],
+        "decodings": parts["decodings"],
+        "decodings_tta_flip": parts["decodings_tta_flip"],
+        "calibration": parts["calibration"],
+        "mismatch": parts["mismatch"],
+        "decision": parts["decision"],
+        "baseline": parts["baseline"],
+        "plots": parts["plots"],
+    }
+
+
+def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str, Any]:
+    """Evaluate, calibrate, write the report; returns what ``metrics.json`` holds (plus ``out``)."""
+    from contract.base import ContractError
+    from training import plots
+    from training.calibration import calibration_summary
+    from training.metrics import head_counts
+    from training.model import load_run
+    from training.report import write_report
+
+    _check_options(opts)
+    run = Path(opts.run)
+    try:
+        model, card = load_run(run)
+    except (FileNotFoundError, ContractError) as e:
+        raise EvalError(f"cannot load run {run}: {e}") from e
+    counts, overflow = list(card.output.counts), card.output.overflow
+    d = _select_data(opts, run, card, counts, overflow)
+
+    kw = {"device": resolve_device(opts.device), "batch_size": opts.batch_size, "workers": opts.workers}
+    kw["progress"] = progress
+    logits, flipped = infer(model, d.eval_items, card, tta_flip=opts.tta_flip, stage=f"eval {d.split}", **kw)
+    raw_true = np.asarray([it.count for it in d.eval_items], dtype=np.int64)
+    true = head_counts(raw_true, counts, overflow)
+    temperature, t_source, val_logits = _calibrate(opts, model, card, d, logits, true, counts, overflow, kw)
+
+    probs, park_probs, tables, tta_tables = _score(logits, flipped, true, temperature, counts)
+    calib = calibration_summary(logits, np.searchsorted(counts, true), temperature)
+    calib["source"] = t_source
+    mismatch, decision, pe, is_mm = _mismatch(
+        opts, card, d, probs, raw_true, val_logits, temperature, counts, overflow
+    )
+
+    out = Path(opts.out) if opts.out else run / f"eval-{d.name}"
     out.mkdir(parents=True, exist_ok=True)
     am = mismatch["rules"]["argmax"]
     pngs = plots.eval_plots(
         out,
-        title=f"{card.name} on {ds_name}/{split}",
+        title=f"{card.name} on {d.name}/{d.split}",
         tables=tables,
         calibration=calib,
         counts=counts,
@@ -236,85 +361,29 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
         metrics_csv=run / "metrics.csv",
         model_name=card.name,
     )
-
-    baseline = None
-    bpath = Path(opts.baseline) if opts.baseline else run / "baseline.json"
-    if bpath.is_file():
-        try:
-            baseline = json.loads(bpath.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            log.warning("ignoring %s: %s", bpath, e)
-
-    result: dict[str, Any] = {
-        "run": str(run),
-        "model": {"name": card.name, "version": card.version, "arch": card.model.arch},
-        "dataset": ds_name,
-        "dataset_id": ds_id,
-        "split": split,
-        "split_how": split_how,
-        "data_seen_in_training_split": seen,
-        "official_val_split": split == "val" and "counting_val" in split_how,
-        "n": len(eval_items),
-        "excluded_beyond_head": excluded,
-        "counts": counts,
-        "overflow": overflow,
-        "is_synthetic": synthetic,
-        "trained_on_synthetic": trained_on_synthetic(card),
-        "temperature": temperature,
-        "tta_flip": bool(opts.tta_flip),
-        "decodings": tables,
-        "decodings_tta_flip": tta_tables,
-        "calibration": calib,
-        "mismatch": mismatch,
-        "decision": decision,
-        "baseline": baseline,
-        "plots": pngs,
-    }
-
+    result = _result(
+        run,
+        card,
+        d,
+        temperature=temperature,
+        tta_flip=bool(opts.tta_flip),
+        decodings=tables,
+        decodings_tta_flip=tta_tables,
+        calibration=calib,
+        mismatch=mismatch,
+        decision=decision,
+        baseline=_read_baseline(opts, run),
+        plots=pngs,
+    )
     if opts.park_results is not None:
-        preds = decode(probs if flipped is None else probs_tta, counts, opts.park_decoding)
-        entries = split_file_entries(opts.split_files, split)
-        if entries is not None and entries != len(preds):
-            log.warning(
-                "%d of %d split-file entries are missing from %s: counting_result.txt has the %d present "
-                "ones, and abid_challenge's evaluate.py pairs lines by position, so score it with this "
-                "tool's numbers",
-                entries - len(preds),
-                entries,
-                opts.data,
-                len(preds),
-            )
-        result["park_results"] = {
-            "file": str(write_park_results(Path(opts.park_results), preds)),
-            "lines": len(preds),
-            "split_file_entries": entries,
-            "decoding": opts.park_decoding,
-        }
-
+        result["park_results"] = _park(opts, park_probs, counts, d.split)
     _write_json(out / "metrics.json", result)
     write_report(out / "report.md", result)
-
     if opts.update_card:
-        argmax = tables["argmax"]
-        entry = Metrics(
-            dataset=ds_id,
-            split=split,
-            n=argmax["n"],
-            accuracy=argmax["accuracy"],
-            rmse=argmax["rmse"],
-            mae=argmax["mae"],
-            per_class_accuracy={
-                k: v["accuracy"] for k, v in argmax["per_class"].items() if v["accuracy"] is not None
-            },
-            ece=calib["ece"],
-            ece_uncalibrated=calib["ece_uncalibrated"],
-            model="pytorch",
-            is_synthetic=synthetic,
-        )
         _update_card(
             run,
             card,
-            metrics_entry=entry,
+            metrics_entry=_card_metrics(tables["argmax"], calib, d),
             temperature=temperature if val_logits is not None else None,
             decision=decision,
         )

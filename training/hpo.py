@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from contract.files import atomic_writer, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +184,7 @@ def _data_flag(data: Path) -> list[str]:
 
 def _write_trials_csv(study, path: Path) -> None:
     names = sorted({k for t in study.trials for k in t.params})
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_writer(path, mode=0o644, text=True) as f:
         w = csv.writer(f)
         w.writerow(["number", "state", "value", "epochs_reported", *names])
         for t in study.trials:
@@ -197,31 +197,12 @@ def _write_trials_csv(study, path: Path) -> None:
                     *[t.params.get(k, "") for k in names],
                 ]
             )
-    os.replace(tmp, path)
 
 
-def run_hpo(
-    opts: HpoOptions,
-    on_trial: Optional[Callable[[int, str, Optional[float]], None]] = None,
-    train_main: Optional[Callable[..., dict[str, Any]]] = None,
-) -> dict[str, Any]:
-    """Run ``opts.trials`` trials (in this process) and write ``best.yaml``; returns its content.
-
-    ``on_trial(number, state, value)`` is called after each trial. ``train_main`` defaults to
-    :func:`training.train.main` (``main(args, epoch_callback=...)``).
-    """
+def _create_study(opts: HpoOptions, url: str, direction: str):
+    """Create the study in the storage at ``url``, or join it when it exists."""
     import optuna
-    import yaml
 
-    from training.train import TrainError, parse_args
-
-    _check(opts)
-    if train_main is None:
-        from training.train import main as train_main
-    out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    url = opts.storage or default_storage(out)
-    direction = "maximize" if opts.metric == "accuracy" else "minimize"
     pruner = (
         optuna.pruners.MedianPruner(
             n_startup_trials=opts.prune_startup_trials, n_warmup_steps=opts.prune_warmup_epochs
@@ -230,7 +211,7 @@ def run_hpo(
         else optuna.pruners.NopPruner()
     )
     try:
-        study = optuna.create_study(
+        return optuna.create_study(
             study_name=opts.study_name,
             storage=_storage(url),
             direction=direction,
@@ -240,6 +221,14 @@ def run_hpo(
         )
     except ValueError as e:  # e.g. an existing study with the other direction
         raise HpoError(f"study {opts.study_name!r} in {_redact(url)}: {e}") from e
+
+
+def _objective(opts: HpoOptions, out: Path, train_main: Callable[..., dict[str, Any]]):
+    """The Optuna objective: one ``binwatch train`` run in ``out/trial-NNNN`` with the trial's
+    settings, reporting each epoch's validation metric (and pruned when Optuna says so)."""
+    import optuna
+
+    from training.train import parse_args
 
     def objective(trial: optuna.Trial) -> float:
         run = out / f"trial-{trial.number:04d}"
@@ -274,29 +263,14 @@ def run_hpo(
         trial.set_user_attr("val", {k: result["val"][k] for k in ("accuracy", "rmse", "mae", "n")})
         return value
 
-    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        _write_trials_csv(study, out / "trials.csv")
-        if on_trial is not None:
-            on_trial(trial.number, trial.state.name, trial.value)
+    return objective
 
-    import torch
 
-    study.optimize(
-        objective,
-        n_trials=opts.trials,
-        timeout=opts.timeout,
-        callbacks=[callback],
-        catch=(TrainError, torch.OutOfMemoryError),
-    )
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
-        raise HpoError(
-            f"no trial of study {opts.study_name!r} completed ({len(study.trials)} tried): see the log for "
-            "the errors, or raise --epochs / lower pruning (--no-prune)"
-        )
+def _best_info(study, opts: HpoOptions, url: str, direction: str) -> dict[str, Any]:
+    """What ``best.yaml`` holds: the best trial, its settings and the command that repeats it."""
     best = study.best_trial
     train_args = list(best.user_attrs.get("train_args", []))
-    best_info: dict[str, Any] = {
+    return {
         "study": opts.study_name,
         "storage": _redact(url),
         "metric": f"val {opts.metric}",
@@ -325,21 +299,70 @@ def run_hpo(
             s: sum(1 for t in study.trials if t.state.name == s) for s in ("COMPLETE", "PRUNED", "FAIL")
         },
     }
-    tmp = out / ".best.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(best_info, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, out / "best.yaml")
+
+
+def _remove_other_runs(study, best_number: int, out: Path) -> None:
+    """``--keep best``: delete the run folders of the finished trials other than the best one."""
+    for t in study.trials:
+        run = t.user_attrs.get("run")
+        done = t.state.is_finished()  # never touch a trial another worker is still running
+        if (
+            done
+            and t.number != best_number
+            and run
+            and Path(run).parent.resolve() == out.resolve()
+            and Path(run).is_dir()
+        ):
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def run_hpo(
+    opts: HpoOptions,
+    on_trial: Optional[Callable[[int, str, Optional[float]], None]] = None,
+    train_main: Optional[Callable[..., dict[str, Any]]] = None,
+) -> dict[str, Any]:
+    """Run ``opts.trials`` trials (in this process) and write ``best.yaml``; returns its content.
+
+    ``on_trial(number, state, value)`` is called after each trial. ``train_main`` defaults to
+    :func:`training.train.main` (``main(args, epoch_callback=...)``).
+    """
+    import optuna
+    import torch
+    import yaml
+
+    from training.train import TrainError
+
+    _check(opts)
+    if train_main is None:
+        from training.train import main as train_main
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    url = opts.storage or default_storage(out)
+    direction = "maximize" if opts.metric == "accuracy" else "minimize"
+    study = _create_study(opts, url, direction)
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        _write_trials_csv(study, out / "trials.csv")
+        if on_trial is not None:
+            on_trial(trial.number, trial.state.name, trial.value)
+
+    study.optimize(
+        _objective(opts, out, train_main),
+        n_trials=opts.trials,
+        timeout=opts.timeout,
+        callbacks=[callback],
+        catch=(TrainError, torch.OutOfMemoryError),
+    )
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise HpoError(
+            f"no trial of study {opts.study_name!r} completed ({len(study.trials)} tried): see the log for "
+            "the errors, or raise --epochs / lower pruning (--no-prune)"
+        )
+    best_info = _best_info(study, opts, url, direction)
+    write_atomic(out / "best.yaml", yaml.safe_dump(best_info, sort_keys=False), mode=0o644)
     _write_trials_csv(study, out / "trials.csv")
     if opts.keep == "best":
-        for t in study.trials:
-            run = t.user_attrs.get("run")
-            done = t.state.is_finished()  # never touch a trial another worker is still running
-            if (
-                done
-                and t.number != best.number
-                and run
-                and Path(run).parent.resolve() == out.resolve()
-                and Path(run).is_dir()
-            ):
-                shutil.rmtree(run, ignore_errors=True)
+        _remove_other_runs(study, study.best_trial.number, out)
     best_info["out"] = str(out)
     return best_info

@@ -4,9 +4,10 @@ an honest label of what the numbers mean (synthetic bins are a pipeline check, n
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Optional
+
+from contract.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,14 @@ def render_report(r: dict[str, Any]) -> str:
         "integer nearest the expected count (calibrated probabilities).",
         "",
     ]
+    for section in (_accuracy, _per_class, _calibration, _mismatch, _tail):
+        L += section(r)
+    return "\n".join(L).rstrip() + "\n"
+
+
+def _accuracy(r: dict[str, Any]) -> list[str]:
+    """The accuracy / RMSE table: this model, flip TTA, the classical baseline, published references."""
+    L: list[str] = []
     rows = []
     what = "synthetic (pipeline check)" if r["is_synthetic"] else r["dataset"]
     for how, label in (("argmax", "argmax"), ("rmse_optimal", "RMSE-optimal")):
@@ -147,8 +156,12 @@ def render_report(r: dict[str, Any]) -> str:
         )
     L += _table(["model", "data / split", "n", "accuracy", "RMSE", "MAE"], rows)
     L += ["", "Published references are quoted from their authors, not measured by binwatch.", ""]
+    return L
 
-    L += ["## Per class", ""]
+
+def _per_class(r: dict[str, Any]) -> list[str]:
+    """Per-class accuracy and RMSE, and the confusion matrix."""
+    L: list[str] = ["## Per class", ""]
     ref_pc = PUBLISHED_REFERENCES[0]["per_class_accuracy"]
     rows = []
     for c in (str(x) for x in r["counts"]):
@@ -189,7 +202,12 @@ def render_report(r: dict[str, Any]) -> str:
         f"![confusion matrix, RMSE-optimal]({r['plots']['confusion_rmse_optimal']})",
         "",
     ]
+    return L
 
+
+def _calibration(r: dict[str, Any]) -> list[str]:
+    """Temperature scaling and the calibration errors before and after."""
+    L: list[str] = []
     cal = r["calibration"]
     L += [
         "## Calibration",
@@ -208,16 +226,21 @@ def render_report(r: dict[str, Any]) -> str:
     if r["split"] == "val" and "fitted on the validation" in cal["source"]:
         L += ["", "T was fitted on this same split, so the calibrated row is in-sample."]
     L += ["", f"![reliability diagram]({r['plots']['reliability']})", ""]
+    return L
 
+
+def _mismatch(r: dict[str, Any]) -> list[str]:
+    """Mismatch detection on simulated manifest errors: both rules, the card's thresholds."""
+    L: list[str] = []
     mm = r["mismatch"]
     L += [
         "## Mismatch detection (simulated manifest errors)",
         "",
         f"{mm['n_mismatch']} of {mm['n']} images get a wrong expected quantity (true +- k, k in {mm['ks']}, "
         f"seed {mm['seed']}); the rest keep the true count. Rules: **p_expected** alerts when "
-        "P(count = expected) < threshold (DESIGN section 6); **argmax** alerts when the most likely count "
-        "differs from the expected one. Thresholds below are the ones that reach each false-alarm rate on "
-        "this split.",
+        "P(count = expected) < threshold (the agent's decision rule); **argmax** alerts when the most "
+        "likely count differs from the expected one. Thresholds below are the ones that reach each "
+        "false-alarm rate on this split.",
         "",
     ]
     pe, am = mm["rules"]["p_expected"], mm["rules"]["argmax"]
@@ -269,7 +292,12 @@ def render_report(r: dict[str, Any]) -> str:
         f"![mismatch ROC]({r['plots']['mismatch_roc']})",
         "",
     ]
+    return L
 
+
+def _tail(r: dict[str, Any]) -> list[str]:
+    """Training curves and the abid_challenge submission file, when there are."""
+    L: list[str] = []
     if "learning_curves" in r["plots"]:
         L += ["## Training curves", "", f"![learning curves]({r['plots']['learning_curves']})", ""]
     if r.get("park_results"):
@@ -287,12 +315,8 @@ def render_report(r: dict[str, Any]) -> str:
             ),
             "",
         ]
-    return "\n".join(L).rstrip() + "\n"
+    return L
 
 
 def write_report(path: Path, result: dict[str, Any]) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render_report(result), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, render_report(result), mode=0o644)
