@@ -1,23 +1,29 @@
 """``binwatch baseline --data DIR``: the CS229 seed's classical baseline (thumbnails -> PCA -> SVM /
 logistic regression) as a reference row for the evaluation report.
 
-Registered on :data:`training.cli.app`. Only typer/rich/stdlib at module level.
+:func:`register` adds it to :data:`training.cli.app`. Only typer/rich/stdlib at module level.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
-from training.cli import app
+from binwatch.cliutil import fail, setup_logging
+from training.cli_progress import stage_progress
 
 _err = Console(stderr=True)
 
 
-@app.command("baseline")
+def register(app: typer.Typer) -> None:
+    """Add ``baseline`` to the training command group."""
+    app.command("baseline")(baseline_cmd)
+
+
 def baseline_cmd(
     data: Path = typer.Option(..., "--data", help="ABID-layout folder or prepared cache with labels."),
     split_file: list[str] = typer.Option(
@@ -42,28 +48,13 @@ def baseline_cmd(
 ) -> None:
     """Classical baseline (CS229 seed): thumbnails -> PCA -> linear SVM / RBF SVM / logistic regression,
     scored with abid_challenge's accuracy and RMSE on the same splits as training."""
-    import logging
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from training.baseline import BaselineError, run_baseline
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING, logger="training")
     if color not in ("gray", "rgb"):
-        _err.print(f"[red]error:[/red] --color {color!r}: choose gray or rgb")
-        raise typer.Exit(code=2)
+        raise fail(f"--color {color!r}: choose gray or rgb")
     target = out or (run / "baseline.json" if run is not None else Path("baseline.json"))
-    tasks: dict[str, int] = {}
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=_err, transient=True
-    ) as bar:
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
+    with stage_progress(_err) as progress:
         try:
             r = run_baseline(
                 data,
@@ -81,11 +72,9 @@ def baseline_cmd(
                 progress=progress,
             )
         except BaselineError as e:
-            _err.print(f"[red]error:[/red] {e}", highlight=False)
-            raise typer.Exit(code=2) from None
+            raise fail(str(e)) from None
         except OSError as e:
-            _err.print(f"[red]error:[/red] {e}", highlight=False)
-            raise typer.Exit(code=1) from None
+            raise fail(str(e), 1) from None
     from rich.table import Table
 
     note = " (synthetic: pipeline check)" if r["is_synthetic"] else ""

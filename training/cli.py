@@ -1,5 +1,5 @@
 """Top-level training commands: ``binwatch train`` (here), ``eval``/``hpo``/``baseline`` (sibling
-``*_cli`` modules that register themselves on ``app``).
+``*_cli`` modules, registered on ``app`` below).
 
 ``binwatch train`` hands its arguments to :func:`training.train.parse_args`, the same parser that
 ``torchrun -m training.train`` uses, so both accept exactly the same flags
@@ -8,13 +8,16 @@
 
 from __future__ import annotations
 
-import importlib
+import logging
 import os
 import subprocess
 import sys
 
 import typer
 from rich.console import Console
+
+from binwatch.cliutil import fail, setup_logging
+from training import baseline_cli, eval_cli, hpo_cli
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -58,22 +61,15 @@ def train_cmd(ctx: typer.Context) -> None:
         _err.print(f"starting {nproc} processes: {' '.join(cmd[1:])}", highlight=False)
         raise typer.Exit(code=subprocess.call(cmd))
 
-    import logging
-
     from training.train import TrainError, main, parse_args
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    elif logging.getLogger().level > logging.INFO:
-        logging.getLogger("training").setLevel(logging.INFO)
+    setup_logging(logging.INFO, logger="training")
     try:
         result = main(parse_args(argv))
     except TrainError as e:
-        _err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(code=2) from None
+        raise fail(str(e)) from None
     except (OSError, FloatingPointError) as e:
-        _err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(code=1) from None
+        raise fail(str(e), 1) from None
     val = result["val"]
     typer.echo(
         f"best epoch {result['best_epoch'] + 1}/{result['epochs_run']}: val accuracy {val['accuracy']:.3f}, "
@@ -98,14 +94,10 @@ def _int(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        _err.print(f"[red]error:[/red] --nproc {text!r}: give a number of processes")
-        raise typer.Exit(code=2) from None
+        raise fail(f"--nproc {text!r}: give a number of processes") from None
 
 
-# Sibling command modules (evaluation, HPO, classical baseline) register on ``app`` when present.
-for _name in ("eval_cli", "hpo_cli", "baseline_cli"):
-    try:
-        importlib.import_module(f"training.{_name}")
-    except ModuleNotFoundError as _e:
-        if _e.name != f"training.{_name}":
-            raise
+# evaluation, HPO and the classical baseline: their modules import only typer/rich/stdlib too
+eval_cli.register(app)
+hpo_cli.register(app)
+baseline_cli.register(app)

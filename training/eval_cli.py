@@ -1,20 +1,27 @@
 """``binwatch eval RUN --data DIR``: accuracy/RMSE, calibration, mismatch thresholds, report.
 
-Registered on :data:`training.cli.app`. Only typer/rich/stdlib at module level.
+:func:`register` adds it to :data:`training.cli.app`. Only typer/rich/stdlib at module level.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 
-from training.cli import app
+from binwatch.cliutil import fail, setup_logging
+from training.cli_progress import stage_progress
 
 _err = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``eval`` to the training command group."""
+    app.command("eval")(eval_cmd)
 
 
 def _ks(text: str) -> list[int]:
@@ -23,12 +30,10 @@ def _ks(text: str) -> list[int]:
     except ValueError:
         ks = []
     if not ks or any(k < 1 for k in ks):
-        _err.print(f"[red]error:[/red] --mismatch-k {text!r}: give positive integers, e.g. 1,2")
-        raise typer.Exit(code=2)
+        raise fail(f"--mismatch-k {text!r}: give positive integers, e.g. 1,2")
     return ks
 
 
-@app.command("eval")
 def eval_cmd(
     run: Path = typer.Argument(..., help="Training run folder (weights.pt + card.json)."),
     data: Path = typer.Option(..., "--data", help="ABID-layout folder or prepared cache with labels."),
@@ -89,68 +94,38 @@ def eval_cmd(
     """Evaluate a run: abid_challenge accuracy and RMSE (argmax and RMSE-optimal decoding), per class,
     confusion matrix, calibration (temperature, ECE), mismatch detection; writes metrics.json, report.md
     and plots."""
-    import logging
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from training.evaluate import EvalError, EvalOptions, run_eval
-
-    if split is not None and split not in ("val", "test", "all"):
-        _err.print(f"[red]error:[/red] --split {split!r}: choose val, test or all")
-        raise typer.Exit(code=2)
-    if park_decoding not in ("argmax", "rmse_optimal"):
-        _err.print(f"[red]error:[/red] --park-decoding {park_decoding!r}: choose argmax or rmse_optimal")
-        raise typer.Exit(code=2)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    opts = EvalOptions(
-        run=run,
-        data=data,
-        split_files=split_file,
-        split=split,
-        tta_flip=tta_flip,
-        calibrate=calibrate,
-        park_results=park_results,
-        park_decoding=park_decoding,
-        out=out,
-        batch_size=batch_size,
-        workers=workers,
-        device=device,
-        false_alarm_rate=false_alarm_rate,
-        match_false_alarm_rate=match_false_alarm_rate,
-        mismatch_rate=mismatch_rate,
-        mismatch_ks=_ks(mismatch_k),
-        seed=seed,
-        baseline=baseline,
-        update_card=update_card,
-    )
-    tasks: dict[str, int] = {}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=_err,
-        transient=True,
-    ) as bar:
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
-
-        try:
-            r = run_eval(opts, progress=progress)
-        except EvalError as e:
-            _err.print(f"[red]error:[/red] {e}", highlight=False)
-            raise typer.Exit(code=2) from None
-        except OSError as e:
-            _err.print(f"[red]error:[/red] {e}", highlight=False)
-            raise typer.Exit(code=1) from None
+    opts = _options(**locals())  # the parameters: every option but --json is an EvalOptions field
+    setup_logging(logging.WARNING, logger="training")
+    r = _run(opts)
     if as_json:
         typer.echo(json.dumps(r, indent=2))
         return
     _summary(r)
+
+
+def _options(*, split_file: list[str], mismatch_k: str, as_json: bool, **fields: Any):
+    """The :class:`~training.evaluate.EvalOptions` of the command's options (a bad one exits 2)."""
+    from training.evaluate import EvalOptions
+
+    split, park_decoding = fields["split"], fields["park_decoding"]
+    if split is not None and split not in ("val", "test", "all"):
+        raise fail(f"--split {split!r}: choose val, test or all")
+    if park_decoding not in ("argmax", "rmse_optimal"):
+        raise fail(f"--park-decoding {park_decoding!r}: choose argmax or rmse_optimal")
+    return EvalOptions(split_files=split_file, mismatch_ks=_ks(mismatch_k), **fields)
+
+
+def _run(opts) -> dict:
+    """``run_eval`` with a progress bar per stage; its errors exit 2 (bad input) or 1 (OS error)."""
+    from training.evaluate import EvalError, run_eval
+
+    with stage_progress(_err, eta=True) as progress:
+        try:
+            return run_eval(opts, progress=progress)
+        except EvalError as e:
+            raise fail(str(e)) from None
+        except OSError as e:
+            raise fail(str(e), 1) from None
 
 
 def _summary(r: dict) -> None:

@@ -1,20 +1,25 @@
 """``binwatch hpo --data DIR --trials N``: an Optuna study over training settings.
 
-Registered on :data:`training.cli.app`. Only typer/rich/stdlib at module level. Options after ``--``
-go to every trial's ``binwatch train`` (e.g. ``-- --img-size 128 --workers 4 --max-count 5``).
+:func:`register` adds it to :data:`training.cli.app`. Only typer/rich/stdlib at module level.
+Options after ``--`` go to every trial's ``binwatch train`` (e.g. ``-- --img-size 128 --workers 4
+--max-count 5``).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
-from training.cli import app
+from binwatch.cliutil import fail, setup_logging
 
-_err = Console(stderr=True)
+
+def register(app: typer.Typer) -> None:
+    """Add ``hpo`` to the training command group (options it does not know go to the trials)."""
+    app.command("hpo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(hpo_cmd)
 
 
 def _list(text: str, kind: type, flag: str) -> list:
@@ -23,15 +28,10 @@ def _list(text: str, kind: type, flag: str) -> list:
     except ValueError:
         out = []
     if not out:
-        _err.print(f"[red]error:[/red] {flag} {text!r}: give a comma-separated list")
-        raise typer.Exit(code=2)
+        raise fail(f"{flag} {text!r}: give a comma-separated list")
     return out
 
 
-@app.command(
-    "hpo",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
 def hpo_cmd(
     ctx: typer.Context,
     data: Path = typer.Option(
@@ -65,13 +65,10 @@ def hpo_cmd(
 ) -> None:
     """Hyper-parameter search (Optuna, TPE + median pruning): learning rate, batch size, weight decay,
     optimizer, architecture, loss. Each trial is a binwatch train run; extra train options go after --."""
-    import logging
-
     from training.hpo import HpoError, HpoOptions, run_hpo
     from training.train import TrainError
 
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING, logger="training")
     opts = HpoOptions(
         data=data,
         trials=trials,
@@ -99,8 +96,7 @@ def hpo_cmd(
     try:
         best = run_hpo(opts, on_trial=on_trial)
     except (HpoError, TrainError) as e:
-        _err.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(code=2) from None
+        raise fail(str(e)) from None
     console.print(
         f"best trial {best['trial']}: val {metric} {best['value']:.4f} with {best['params']}", highlight=False
     )

@@ -1,12 +1,12 @@
 """``binwatch data``: get and inspect bin image datasets in the ABID layout.
 
-Module level imports only typer, rich and the stdlib-only ABID reader; the work modules are
-imported inside the commands.
+``download`` and ``stats`` are here; ``synth`` and ``prepare`` are in :mod:`training.data.synth_cli`
+and :mod:`training.data.prepare_cli`, registered on :data:`app` below. Module level imports only
+typer, rich and the stdlib-only ABID reader; the work modules are imported inside the commands.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from binwatch.cliutil import fail, missing_extra
 from contract.abid import AbidError, list_keys
+from training.data import prepare_cli, synth_cli
+from training.data.cli_errors import cannot_write, not_abid
 from training.data.download import DEFAULT_ENDPOINT  # stdlib-only module
 
 app = typer.Typer(
@@ -24,28 +27,6 @@ app = typer.Typer(
 )
 
 _err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``error: message`` on stderr; the caller raises the returned Exit."""
-    _err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=code)
-
-
-def _missing_extra(e: ImportError) -> typer.Exit:
-    """A work module needs a package of the ``train`` extra (numpy, opencv, Pillow) that is missing."""
-    what = f"the Python package {e.name!r}" if e.name else str(e)
-    return _fail(f"this command needs {what}, which is not installed: pip install 'binwatch[train]'", 1)
-
-
-def _not_abid(e: AbidError) -> typer.Exit:
-    return _fail(f"{e} (make one with `binwatch data synth --out DIR` or `binwatch data download --out DIR`)")
-
-
-def _cannot_write(out: Path, e: OSError) -> typer.Exit:
-    why = e.strerror or str(e)
-    where = f" ({e.filename})" if e.filename and str(e.filename) != str(out) else ""
-    return _fail(f"cannot write to {out}: {why}{where}; choose a folder you can write to with --out")
 
 
 @app.command("download")
@@ -85,12 +66,12 @@ def download_cmd(
         selected = select_keys(split=split, file_list=file_list, keys=keys, limit=limit)
         endpoint = check_endpoint(endpoint)
     except (ValueError, AbidError) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     try:
         for folder in ("bin-images", "metadata"):
             (out / folder).mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise _cannot_write(out, e) from None
+        raise cannot_write(out, e) from None
     _err.print(f"Fetching {len(selected)} keys from {endpoint} into {out}", markup=False, highlight=False)
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeRemainingColumn(), console=_err, transient=True) as progress:
@@ -137,11 +118,11 @@ def stats_cmd(
     try:
         from training.data.stats import compute_stats
     except ImportError as e:
-        raise _missing_extra(e) from None
+        raise missing_extra(e, "train") from None
     try:
         keys = list_keys(root)
     except AbidError as e:
-        raise _not_abid(e) from None
+        raise not_abid(e) from None
     try:
         with Progress(console=_err, transient=True, disable=as_json) as progress:
             stats = compute_stats(
@@ -151,9 +132,9 @@ def stats_cmd(
                 strict=strict,
             )
     except AbidError as e:
-        raise _fail(f"{e} (drop --strict to skip and count bad files)") from None
+        raise fail(f"{e} (drop --strict to skip and count bad files)") from None
     except OSError as e:
-        raise _fail(f"{e} (drop --strict to skip unreadable images)") from None
+        raise fail(f"{e} (drop --strict to skip unreadable images)") from None
     if as_json:
         typer.echo(stats.model_dump_json(indent=2))
         return
@@ -191,11 +172,5 @@ def _print_stats(stats) -> None:  # stats: training.data.stats.DatasetStats
     console.print(hist)
 
 
-# ``binwatch data synth`` and ``binwatch data prepare`` live in their own modules, which register
-# themselves on ``app`` (``@app.command("synth")``). Imported last so that ``app`` exists when they do.
-for _module in ("training.data.synth_cli", "training.data.prepare_cli"):
-    try:
-        importlib.import_module(_module)
-    except ModuleNotFoundError as e:
-        if e.name != _module:
-            raise
+synth_cli.register(app)
+prepare_cli.register(app)

@@ -1,4 +1,5 @@
-"""``binwatch data prepare``: registers on the ``data`` group (imported by training/data/cli.py)."""
+"""``binwatch data prepare``: :func:`register` adds it to the ``data`` group (training/data/cli.py).
+Module level imports only typer, rich and the stdlib; the cache builder is imported inside."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from training.data.cli import app
+from binwatch.cliutil import fail
 
 _err = Console(stderr=True, soft_wrap=True)
 
 
-@app.command("prepare")
+def register(app: typer.Typer) -> None:
+    """Add ``prepare`` to the ``data`` command group."""
+    app.command("prepare")(prepare_cmd)
+
+
 def prepare_cmd(
     src: Path = typer.Argument(..., help="ABID-layout folder (bin-images/ + metadata/)."),
     out: Path = typer.Option(..., "--out", "-o", help="Cache folder to write (index.json + images/)."),
@@ -53,23 +58,11 @@ def prepare_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from contract.abid import AbidError
-    from contract.card import InputSpec, ResizeSpec
     from training.prepare import prepare, summary
-    from training.splits import parse_split_files
 
-    try:
-        parts = [int(p) for p in size.lower().replace("x", ",").split(",")]
-        h, w = (parts * 2)[:2] if len(parts) == 1 else parts
-        spec = InputSpec(height=h, width=w, resize=ResizeSpec(method=resize, interpolation=interp))
-        files = parse_split_files(split_file)
-        if encoding not in ("png", "npy", "jpg"):
-            raise ValueError(f"--encoding {encoding!r}: use png, npy or jpg")
-    except ValueError as e:  # pydantic's ValidationError is a ValueError too
-        _err.print(f"[red]error:[/red] bad option: {e}", highlight=False)
-        raise typer.Exit(code=2) from None
+    spec, files = _options(size, resize, interp, encoding, split_file)
     if not src.is_dir():
-        _err.print(f"[red]error:[/red] {src}: no such folder (expected bin-images/ and metadata/)")
-        raise typer.Exit(code=2)
+        raise fail(f"{src}: no such folder (expected bin-images/ and metadata/)")
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeRemainingColumn(), console=_err, transient=True) as progress:
         task = progress.add_task("prepare", total=None)
@@ -87,14 +80,30 @@ def prepare_cmd(
                 on_item=lambda _k, _e: progress.advance(task),
             )
         except (AbidError, ValueError, OSError) as e:
-            _err.print(f"[red]error:[/red] {e}", highlight=False)
-            raise typer.Exit(code=2) from None
+            raise fail(str(e)) from None
     s = summary(index)
     typer.echo(
-        f"{s['images']} images at {h}x{w} ({resize}/{interp}, {encoding}) in {out}; splits {s['splits']}; "
-        f"{s['reduced_decodes']} decoded reduced; {len(failures)} failed"
+        f"{s['images']} images at {spec.height}x{spec.width} ({resize}/{interp}, {encoding}) in {out}; "
+        f"splits {s['splits']}; {s['reduced_decodes']} decoded reduced; {len(failures)} failed"
     )
     for key, why in sorted(failures.items())[:20]:
         _err.print(f"[yellow]failed[/yellow] {key}: {why}", highlight=False)
     if failures:
         raise typer.Exit(code=1)
+
+
+def _options(size: str, resize: str, interp: str, encoding: str, split_file: list[Path]):
+    """(input spec, split files) from the options; a bad one exits 2 naming it."""
+    from contract.card import InputSpec, ResizeSpec
+    from training.splits import parse_split_files
+
+    try:
+        parts = [int(p) for p in size.lower().replace("x", ",").split(",")]
+        h, w = (parts * 2)[:2] if len(parts) == 1 else parts
+        spec = InputSpec(height=h, width=w, resize=ResizeSpec(method=resize, interpolation=interp))
+        files = parse_split_files(split_file)
+        if encoding not in ("png", "npy", "jpg"):
+            raise ValueError(f"--encoding {encoding!r}: use png, npy or jpg")
+    except ValueError as e:  # pydantic's ValidationError is a ValueError too
+        raise fail(f"bad option: {e}") from None
+    return spec, files

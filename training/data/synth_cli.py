@@ -1,7 +1,7 @@
 """``binwatch data synth``: write procedural synthetic bins in the ABID layout.
 
-Registers itself on the ``data`` group (``training.data.cli.app``), which imports this module last.
-Module level imports only typer, rich and the stdlib; the generator (numpy, opencv) is imported inside.
+:func:`register` adds it to the ``data`` group (``training.data.cli.app``). Module level imports only
+typer, rich and the stdlib; the generator (numpy, opencv) is imported inside.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Optional
 
 import typer
 
-from training.data.cli import _cannot_write, _err, _fail, _missing_extra, app
+from binwatch.cliutil import err_console, fail, missing_extra
+from training.data.cli_errors import cannot_write
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
@@ -21,11 +22,15 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 def _parse_size(text: str) -> tuple[int, int]:
     m = _SIZE_RE.match(text)
     if not m:
-        raise _fail(f"--size {text!r} is not WIDTHxHEIGHT; use e.g. --size 448x448")
+        raise fail(f"--size {text!r} is not WIDTHxHEIGHT; use e.g. --size 448x448")
     return int(m.group(1)), int(m.group(2))
 
 
-@app.command("synth")
+def register(app: typer.Typer) -> None:
+    """Add ``synth`` to the ``data`` command group."""
+    app.command("synth")(synth_cmd)
+
+
 def synth_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write bin-images/ and metadata/ into."),
     count: int = typer.Option(..., "--count", "-n", help="Number of bins (images) to write.", min=1),
@@ -71,19 +76,13 @@ def synth_cmd(
     try:
         from training.data.synth import synthesize
     except ImportError as e:
-        raise _missing_extra(e) from None
+        raise missing_extra(e, "train") from None
 
-    fixed = _parse_size(size) if size else None
-    if min_items > max_items:
-        raise _fail(f"--min-items {min_items} is above --max-items {max_items}; lower --min-items")
-    if fixed is None and min_size > max_size:
-        raise _fail(f"--min-size {min_size} is above --max-size {max_size}; swap them")
-    if fixed is not None and min(fixed) < 64:
-        raise _fail(f"--size {size} is too small; use at least 64x64")
+    fixed = _check_sizes(size, min_items, max_items, min_size, max_size)
     n_workers = workers or os.cpu_count() or 1
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn())
     try:
-        with Progress(*columns, TimeRemainingColumn(), console=_err, transient=True) as progress:
+        with Progress(*columns, TimeRemainingColumn(), console=err_console, transient=True) as progress:
             task = progress.add_task("synth", total=count)
             summary = synthesize(
                 out,
@@ -100,22 +99,40 @@ def synth_cmd(
                 overwrite=overwrite,
             )
     except FileExistsError:
-        raise _fail(
+        raise fail(
             f"{out} already holds a dataset; pass --overwrite to replace it, or choose another --out"
         ) from None
     except ValueError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     except OSError as e:
-        raise _cannot_write(out, e) from None
+        raise cannot_write(out, e) from None
+    _print_summary(summary, out, mismatch)
+
+
+def _check_sizes(
+    size: Optional[str], min_items: int, max_items: int, min_size: int, max_size: int
+) -> Optional[tuple[int, int]]:
+    """The fixed image size (None: random sizes), once the item and size options agree."""
+    fixed = _parse_size(size) if size else None
+    if min_items > max_items:
+        raise fail(f"--min-items {min_items} is above --max-items {max_items}; lower --min-items")
+    if fixed is None and min_size > max_size:
+        raise fail(f"--min-size {min_size} is above --max-size {max_size}; swap them")
+    if fixed is not None and min(fixed) < 64:
+        raise fail(f"--size {size} is too small; use at least 64x64")
+    return fixed
+
+
+def _print_summary(summary, out: Path, mismatch: float) -> None:  # summary: synth.SynthSummary
     hist = ", ".join(f"{k}:{v}" for k, v in summary.counts.items())
-    _err.print(
+    err_console.print(
         f"Wrote {summary.count} bins to {out} in {summary.seconds:.1f} s "
         f"({summary.images_per_s:.1f} images/s); counts {hist}",
         markup=False,
         highlight=False,
     )
     if mismatch > 0:
-        _err.print(
+        err_console.print(
             f"Manifest with {summary.mismatched} wrong quantities: {out / 'manifest-mismatch'} "
             f"(listed in {out / 'mismatch.json'})",
             markup=False,
