@@ -1,4 +1,6 @@
-"""Mismatch detection measured on labelled data with simulated manifest errors (DESIGN section 6).
+"""Mismatch detection measured on labelled data with simulated manifest errors (the rule:
+docs/architecture.md, "Decision"; how it is measured: docs/evaluation.md, "Mismatch detection and
+the card's thresholds").
 
 The agent compares the model's count distribution with the manifest's expected quantity ``e``:
 ``p_expected = P(count = e)`` (``e`` beyond the head maps to the overflow class, or has

@@ -1,4 +1,5 @@
-"""Mismatch detection on simulated manifest errors: DESIGN section 6's rule against argmax."""
+"""Mismatch detection on simulated manifest errors: the agent's p_expected rule (docs/evaluation.md)
+against argmax."""
 
 from __future__ import annotations
 
