@@ -1,8 +1,8 @@
 """Images for INT8 calibration and evaluation, preprocessed exactly as the agent does.
 
 Calibration and the accuracy check read real image files, decode them with
-:func:`agent.preprocess.decode_jpeg` and bring them to the model input with
-:func:`agent.preprocess.preprocess` (the card's ``input`` section): the INT8 scales are fitted on the
+:func:`agent.surface.decode_jpeg` and bring them to the model input with
+:func:`agent.surface.preprocess` (the card's ``input`` section): the INT8 scales are fitted on the
 same tensors the agent will feed the model on the device.
 """
 
@@ -143,7 +143,7 @@ class ImageLoader:
     bad: list[tuple[Path, str]] = field(default_factory=list)
 
     def load(self, path: Path) -> Optional[np.ndarray]:
-        from agent.preprocess import DecodeError, decode_jpeg, preprocess
+        from agent.surface import DecodeError, decode_jpeg, preprocess
 
         try:
             bgr = decode_jpeg(Path(path).read_bytes())

@@ -1,48 +1,25 @@
 """``binwatch export engine``: the export side of the TensorRT engine build.
 
-The builder itself lives with the agent (:mod:`agent.backends.tensorrt_build`, cache key and sidecar
-in :mod:`agent.backends.engine_cache`), because a Jetson builds its own engines and installs only
-``.[agent]``. This module resolves the input (an ONNX file, or a bundle folder whose model is picked
-by precision), calls that builder and turns its errors into export errors, so the CLI keeps its
-messages and exit codes: bad input -> :class:`ExportError` (2), TensorRT missing ->
-:class:`TensorRTMissing` (3).
+The builder itself lives with the agent (re-exported by :mod:`agent.surface`, the only agent module
+export imports), because a Jetson builds its own engines and installs only ``.[agent]``. This
+module resolves the input (an ONNX file, or a bundle folder whose model is picked by precision),
+calls that builder and turns its errors into export errors, so the CLI keeps its messages and exit
+codes: bad input -> :class:`ExportError` (2), TensorRT missing -> :class:`TensorRTMissing` (3).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
-from agent.backends.base import BackendError
-from agent.backends.engine_cache import EngineSidecar
-from agent.backends.tensorrt_build import (
-    DEFAULT_WORKSPACE_MIB,
-    STRONGLY_TYPED_FROM,
-    TensorRTNotFound,
-    batch_profile,
-    parse_version,
-    trt_available,
-    uses_strongly_typed,
-)
-from agent.backends.tensorrt_build import build_engine as _build
-from agent.backends.tensorrt_build import import_tensorrt as _import_tensorrt
+from agent.surface import BackendError, EngineSidecar, TensorRTNotFound, batch_profile
+from agent.surface import build_engine as _build
 from export.artifacts import FP32_ONNX, INT8_TRT_ONNX
 from export.errors import ExportError, TensorRTMissing
 
-log = logging.getLogger(__name__)
-
-__all__ = [
-    "STRONGLY_TYPED_FROM",
-    "build_engine",
-    "import_tensorrt",
-    "model_for_precision",
-    "parse_version",
-    "trt_available",
-    "uses_strongly_typed",
-]
+__all__ = ["build_engine", "model_for_precision"]
 
 
 @contextmanager
@@ -54,12 +31,6 @@ def _export_errors() -> Iterator[None]:
         raise TensorRTMissing(e.detail) from e
     except BackendError as e:
         raise ExportError(str(e)) from e
-
-
-def import_tensorrt() -> Any:
-    """``import tensorrt`` or :class:`TensorRTMissing` with the way to install it."""
-    with _export_errors():
-        return _import_tensorrt()
 
 
 def model_for_precision(path: Path, precision: str) -> Path:
@@ -84,17 +55,12 @@ def build_engine(
     max_batch: int = 8,
     min_batch: int = 1,
     opt_batch: Optional[int] = None,
-    workspace_mib: int = DEFAULT_WORKSPACE_MIB,
-    dla_core: Optional[int] = None,
-    timing_cache: Optional[Path | str] = None,
-    strongly_typed: Optional[bool] = None,
-    device: int = 0,
-    verbose: bool = False,
-    on_phase: Optional[Callable[[str], None]] = None,
+    **options: Any,
 ) -> tuple[Path, EngineSidecar]:
     """Build a TensorRT engine from an ONNX file or a bundle folder; returns ``(engine, sidecar)``.
 
-    See :func:`agent.backends.tensorrt_build.build_engine` for the options.
+    ``options`` (``workspace_mib``, ``dla_core``, ``timing_cache``, ``strongly_typed``, ``device``,
+    ``verbose``, ``on_phase``) go to the agent's builder, :func:`agent.surface.build_engine`.
     """
     if precision not in ("int8", "fp16", "fp32"):
         raise ExportError(f"unknown precision {precision!r}: use int8, fp16 or fp32")
@@ -109,11 +75,5 @@ def build_engine(
             max_batch=max_batch,
             min_batch=min_batch,
             opt_batch=opt_batch,
-            workspace_mib=workspace_mib,
-            dla_core=dla_core,
-            timing_cache=timing_cache,
-            strongly_typed=strongly_typed,
-            device=device,
-            verbose=verbose,
-            on_phase=on_phase,
+            **options,
         )

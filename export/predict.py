@@ -102,7 +102,7 @@ class Predictor:
         return e / e.sum(axis=1, keepdims=True)
 
     def predict_files(self, paths: Sequence[Path], batch_size: int = 8) -> list[Prediction]:
-        from agent.preprocess import DecodeError, decode_jpeg, preprocess
+        from agent.surface import DecodeError, decode_jpeg, preprocess
 
         results: list[Prediction] = []
         pending: list[tuple[int, np.ndarray]] = []

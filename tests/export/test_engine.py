@@ -1,5 +1,5 @@
 """`binwatch export engine`: the export wrapper around the agent's TensorRT builder
-(agent.backends.tensorrt_build; its pure logic is tested in tests/agent/). Without TensorRT only the
+(agent.surface.build_engine; its pure logic is tested in tests/agent/). Without TensorRT only the
 input checks and the clear "missing" error (exit 3) run here; real builds are marked `tensorrt` and
 skip where it is absent."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.engine import trt_available, uses_strongly_typed
+from agent.surface import trt_available, uses_strongly_typed
 from tests.export.conftest import invoke
 from tests.hw import requires_gpu, requires_tensorrt
 
@@ -76,10 +76,14 @@ def _run_engine(engine_path: Path, x: np.ndarray) -> np.ndarray:
 def test_build_engine_and_sidecar(bundle_dir: Path, tmp_path: Path, precision: str) -> None:
     import tensorrt as trt
 
-    from agent.backends.engine_cache import check_engine_compat, detect_compute_capability, read_sidecar
-    from agent.preprocess import decode_jpeg, preprocess
+    from agent.inference.backends.engine_cache import (
+        check_engine_compat,
+        detect_compute_capability,
+        read_sidecar,
+    )
+    from agent.surface import decode_jpeg, preprocess
     from contract.card import load_card
-    from export.artifacts import sha256_file
+    from contract.files import sha256_file
     from export.golden import compare_golden, load_golden, softmax
 
     out = tmp_path / f"m.{precision}.engine"
