@@ -8,15 +8,12 @@ each one as an :class:`~contract.card.Artifact` row of the card (file relative t
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from contract.base import ContractError
 from contract.card import Artifact, ModelCard, load_card, save_card
+from contract.files import sha256_file
 from export.errors import ExportError
 
 log = logging.getLogger(__name__)
@@ -25,24 +22,16 @@ __all__ = [
     "FP32_ONNX",
     "INT8_CPU_ONNX",
     "INT8_TRT_ONNX",
-    "atomic_path",
     "check_onnx_file",
     "onnx_opset",
     "read_card",
     "record_artifact",
-    "sha256_file",
     "upsert_artifact",
 ]
 
 FP32_ONNX = "model.fp32.onnx"
 INT8_TRT_ONNX = "model.int8-trt.onnx"
 INT8_CPU_ONNX = "model.int8-cpu.onnx"
-
-
-def sha256_file(path: Path | str) -> str:
-    from contract.bundle import sha256_file as _sha
-
-    return _sha(Path(path))
 
 
 def read_card(folder: Path | str) -> ModelCard:
@@ -59,26 +48,11 @@ def read_card(folder: Path | str) -> ModelCard:
         ) from e
 
 
-@contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``final``; on success it is moved into place with ``os.replace``."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, final)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
 def check_onnx_file(path: Path | str) -> Any:
     """Load and check an ONNX file; return the ``onnx.ModelProto``. Corrupt files raise ExportError.
 
     The check itself is the agent-side builder's (one place for the rule and its message)."""
-    from agent.backends.base import BackendError
-    from agent.backends.tensorrt_build import load_checked_onnx
+    from agent.surface import BackendError, load_checked_onnx
 
     try:
         return load_checked_onnx(Path(path))

@@ -1,4 +1,4 @@
-"""Model bundles (``binwatch export bundle`` / ``binwatch export verify``), DESIGN section 4.
+"""Model bundles (``binwatch export bundle`` / ``binwatch export verify``); see docs/export.md.
 
 A bundle is a folder (or a ``.tar`` of one)::
 
@@ -16,7 +16,6 @@ golden set, and (optionally) runs the golden images through each model.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
@@ -32,7 +31,8 @@ import numpy as np
 from contract.base import ContractError
 from contract.bundle import MANIFEST_NAME, build_manifest, load_manifest, verify_manifest, write_manifest
 from contract.card import ModelCard, load_card, save_card
-from export.artifacts import FP32_ONNX, INT8_CPU_ONNX, INT8_TRT_ONNX, read_card, sha256_file
+from contract.files import UnsafeArchiveError, atomic_path, safe_extract_tar, sha256_file
+from export.artifacts import FP32_ONNX, INT8_CPU_ONNX, INT8_TRT_ONNX, read_card
 from export.errors import ExportError
 from export.golden import (
     DEFAULT_TOLERANCE,
@@ -117,13 +117,9 @@ def _golden_candidates(sources: Sequence[Optional[Path]]) -> list[Path]:
     )
 
 
-def _make_golden(
-    stage: Path, card: ModelCard, candidates: Sequence[Path], n: int, pool: int = 32
-) -> GoldenSet:
-    """Pick ``n`` confidently predicted images (spread over predicted counts), store them and the FP32
-    outputs; the INT8 models are checked against them with the INT8 tolerance."""
+def _golden_inputs(card: ModelCard, candidates: Sequence[Path], pool: int) -> tuple[np.ndarray, list[Path]]:
+    """Up to ``pool`` of the candidate images (a fixed random pick), preprocessed: ``(x, paths)``."""
     from export.calib import ImageLoader, LabelledImage
-    from export.parity import ort_session, run_onnx
 
     rng = np.random.default_rng(0)
     cand = list(candidates)
@@ -135,10 +131,12 @@ def _make_golden(
         xs.append(x)
         items.extend(its)
     loader.check_usable(len(items), "golden", "the golden source")
-    x = np.concatenate(xs)
-    temp = card.output.temperature
-    outs = {name: run_onnx(ort_session(stage / name), x) for name in BUNDLE_MODELS}
-    probs = {name: np.array([softmax(row.tolist(), temp) for row in o]) for name, o in outs.items()}
+    return np.concatenate(xs), [it.path for it in items]
+
+
+def _choose_golden(probs: dict[str, np.ndarray], n: int) -> list[int]:
+    """Indices of ``n`` images: confidently predicted by FP32 and reproduced by both INT8 models
+    within the INT8 tolerance first, one per predicted class first, then by FP32 margin."""
     ref = probs[FP32_ONNX]
     top = np.sort(ref, axis=1)
     margin = top[:, -1] - top[:, -2]
@@ -150,7 +148,7 @@ def _make_golden(
         ],
         axis=0,
     )
-    order = sorted(range(len(items)), key=lambda i: (not int8_ok[i], -margin[i]))
+    order = sorted(range(len(ref)), key=lambda i: (not int8_ok[i], -margin[i]))
     chosen: list[int] = []
     seen: set[int] = set()
     for i in order:  # first pass: one per predicted class, most confident first
@@ -158,17 +156,22 @@ def _make_golden(
         if cls not in seen and int8_ok[i]:
             chosen.append(i)
             seen.add(cls)
-    chosen += [i for i in order if i not in chosen]
-    chosen = chosen[:n]
+    chosen = (chosen + [i for i in order if i not in chosen])[:n]
     if not all(int8_ok[i] for i in chosen):
         log.warning(
             "some golden images are not reproduced by an INT8 model within %s", DEFAULT_TOLERANCE["int8"]
         )
+    return chosen
+
+
+def _write_golden(
+    stage: Path, card: ModelCard, images: Sequence[Path], logits: np.ndarray, probs: np.ndarray
+) -> GoldenSet:
+    """Copy the chosen images into ``stage/golden/``; write their FP32 outputs to expected.json."""
     (stage / GOLDEN_DIR).mkdir()
     golden_items = []
     used: set[str] = set()
-    for i in chosen:
-        src = items[i].path
+    for src, row_logits, row_probs in zip(images, logits, probs, strict=True):
         name = src.name if src.name not in used else f"{len(used)}-{src.name}"
         used.add(name)
         dst = stage / GOLDEN_DIR / name
@@ -177,15 +180,15 @@ def _make_golden(
             GoldenItem(
                 file=f"{GOLDEN_DIR}/{name}",
                 sha256=sha256_file(dst),
-                logits=[float(v) for v in outs[FP32_ONNX][i]],
-                probs=[float(v) for v in ref[i]],
-                count=card.output.counts[int(np.argmax(ref[i]))],
+                logits=[float(v) for v in row_logits],
+                probs=[float(v) for v in row_probs],
+                count=card.output.counts[int(np.argmax(row_probs))],
             )
         )
     golden = GoldenSet(
         model=FP32_ONNX,
         model_sha256=sha256_file(stage / FP32_ONNX),
-        temperature=temp,
+        temperature=card.output.temperature,
         counts=list(card.output.counts),
         items=golden_items,
     )
@@ -193,27 +196,38 @@ def _make_golden(
     return golden
 
 
+def _make_golden(
+    stage: Path, card: ModelCard, candidates: Sequence[Path], n: int, pool: int = 32
+) -> GoldenSet:
+    """Pick ``n`` confidently predicted images (spread over predicted counts), store them and the FP32
+    outputs; the INT8 models are checked against them with the INT8 tolerance."""
+    from export.parity import ort_session, run_onnx
+
+    x, paths = _golden_inputs(card, candidates, pool)
+    temp = card.output.temperature
+    outs = {name: run_onnx(ort_session(stage / name), x) for name in BUNDLE_MODELS}
+    probs = {name: np.array([softmax(row.tolist(), temp) for row in o]) for name, o in outs.items()}
+    chosen = _choose_golden(probs, n)
+    return _write_golden(
+        stage, card, [paths[i] for i in chosen], outs[FP32_ONNX][chosen], probs[FP32_ONNX][chosen]
+    )
+
+
 def _write_tar(src_dir: Path, out: Path) -> None:
     """A deterministic tar of ``src_dir``'s contents (sorted, mtime 0, root-owned, no compression
     unless the name says .gz)."""
     mode = "w:gz" if str(out).lower().endswith((".gz", ".tgz")) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
-            for path in sorted(src_dir.rglob("*")):
-                rel = path.relative_to(src_dir).as_posix()
-                info = tar.gettarinfo(str(path), arcname=rel)
-                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "root", "root"
-                info.mode = 0o755 if path.is_dir() else 0o644
-                if path.is_file():
-                    with open(path, "rb") as f:
-                        tar.addfile(info, f)
-                else:
-                    tar.addfile(info)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(out) as tmp, tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(src_dir.rglob("*")):
+            rel = path.relative_to(src_dir).as_posix()
+            info = tar.gettarinfo(str(path), arcname=rel)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "root", "root"
+            info.mode = 0o755 if path.is_dir() else 0o644
+            if path.is_file():
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+            else:
+                tar.addfile(info)
 
 
 def make_bundle(
@@ -265,14 +279,12 @@ def make_bundle(
         if problems:
             raise ExportError("the new bundle does not verify: " + "; ".join(problems))
         advance(1)
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
         if is_tar(out):
-            if out.exists():
-                out.unlink() if out.is_file() else shutil.rmtree(out)
             _write_tar(stage, out)
         else:
-            if out.exists():
-                shutil.rmtree(out) if out.is_dir() else out.unlink()
-            os.replace(stage, out)
+            os.replace(stage, out)  # the staged folder becomes the bundle in one rename
         advance(1)
     finally:
         if stage.exists():
@@ -284,30 +296,6 @@ def make_bundle(
 # -- opening and verifying -----------------------------------------------------------------------
 
 
-def _safe_extract(tar_path: Path, dest: Path) -> None:
-    """Extract regular files and folders only; links, devices, absolute or ``..`` paths are refused."""
-    try:
-        with tarfile.open(tar_path, "r:*") as tar:
-            for m in tar.getmembers():
-                name = m.name
-                parts = Path(name).parts
-                if name.startswith("/") or ".." in parts:
-                    raise ExportError(f"{tar_path}: unsafe path {name!r} in the archive")
-                if not (m.isfile() or m.isdir()):
-                    raise ExportError(f"{tar_path}: {name} is not a plain file (links are refused)")
-                target = dest / name
-                if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(m)
-                assert src is not None
-                with src, open(target, "wb") as f:
-                    shutil.copyfileobj(src, f)
-    except (tarfile.TarError, EOFError, OSError, io.UnsupportedOperation) as e:
-        raise ExportError(f"{tar_path} is not a readable tar archive ({e})") from e
-
-
 @contextmanager
 def open_bundle(path: Path | str) -> Iterator[Path]:
     """Yield a folder holding the bundle: the folder itself, or a temporary extraction of a tar."""
@@ -317,15 +305,18 @@ def open_bundle(path: Path | str) -> Iterator[Path]:
         return
     if p.is_file() and (is_tar(p) or tarfile.is_tarfile(p)):
         with tempfile.TemporaryDirectory(prefix="binwatch-bundle-") as tmp:
-            _safe_extract(p, Path(tmp))
+            try:
+                safe_extract_tar(p, tmp)
+            except UnsafeArchiveError as e:
+                raise ExportError(str(e)) from e
             yield Path(tmp)
         return
     raise ExportError(f"{p} is not a bundle (a folder or .tar from `binwatch export bundle`)")
 
 
 def _run_golden(root: Path, card: ModelCard, golden: GoldenSet) -> list[str]:
-    from agent.preprocess import DecodeError, decode_jpeg, preprocess
-    from export.parity import ort_session
+    from agent.surface import DecodeError, decode_jpeg, preprocess
+    from export.parity import ort_session, run_onnx
 
     try:
         x = np.stack(
@@ -340,7 +331,7 @@ def _run_golden(root: Path, card: ModelCard, golden: GoldenSet) -> list[str]:
         except ExportError as e:
             problems.append(f"{name}: {e}")
             continue
-        logits = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        logits = run_onnx(sess, x)
         probs = {
             it.file: softmax(row.tolist(), card.output.temperature)
             for it, row in zip(golden.items, logits, strict=True)
@@ -380,7 +371,7 @@ def verify_dir(root: Path, *, run_golden: bool = True) -> list[str]:
     try:
         golden = load_golden(root)
     except ContractError as e:
-        problems.append(str(e))
+        problems.append(f"{GOLDEN_FILE}: {e}")
         return problems
     for it in golden.items:
         f = root / it.file

@@ -4,7 +4,7 @@ After installing a bundle the agent runs these images through whatever it built 
 ONNX Runtime INT8, ...) and compares the distributions with the FP32 reference before switching to
 the new model. Tolerances per precision are stored with the set.
 
-Pure logic (stdlib, pydantic via ``contract``): the agent may import this module.
+Pure logic (stdlib, pydantic via ``contract``): no numpy, ONNX or torch.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Optional, Union
 
 from pydantic import Field
 
-from contract.base import ContractError, Strict, Versioned
+from contract.base import Strict, Versioned
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -64,15 +64,9 @@ def softmax(logits: Sequence[float], temperature: float = 1.0) -> list[float]:
 
 
 def load_golden(bundle_dir: Union[str, Path]) -> GoldenSet:
-    path = Path(bundle_dir) / GOLDEN_FILE
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ContractError(f"{GOLDEN_FILE}: cannot read ({e.strerror or e})") from e
-    try:
-        return GoldenSet.parse(raw)
-    except ContractError as e:
-        raise ContractError(f"{GOLDEN_FILE}: {e}") from e
+    """Read ``golden/expected.json`` of a bundle folder; a :class:`~contract.base.ContractError`
+    naming the file when it is missing, unreadable or invalid."""
+    return GoldenSet.read_file(Path(bundle_dir) / GOLDEN_FILE)
 
 
 def compare_golden(

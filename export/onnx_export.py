@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from contract.card import ModelCard
-from export.artifacts import FP32_ONNX, atomic_path, onnx_opset, read_card
+from contract.files import atomic_path
+from export.artifacts import FP32_ONNX, onnx_opset, read_card
 from export.errors import CheckFailed, ExportError
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "export_model", "export_onnx", "export_run", "load_run_model"]
+__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "export_model", "export_run", "load_run_model"]
 
 DEFAULT_OPSET = 18  # the torch.export-based exporter's lowest native opset
 MIN_OPSET = 17
@@ -87,26 +88,6 @@ def export_model(model: Any, card: ModelCard, out_path: Path, opset: int = DEFAU
     if got != opset:
         log.warning("requested opset %d, the exporter wrote opset %d", opset, got)
     return out_path
-
-
-def export_onnx(
-    run_dir: Path | str,
-    out_path: Optional[Path | str] = None,
-    opset: int = DEFAULT_OPSET,
-    *,
-    model: Any = None,
-    card: Optional[ModelCard] = None,
-) -> Path:
-    """Export the run's model to ``out_path`` (default ``RUN/model.fp32.onnx``); returns the path.
-
-    Parity checking and recording the artifact in the card are separate steps
-    (:func:`export.parity.check_parity`, :func:`export.artifacts.record_artifact`); the CLI does all three.
-    """
-    run = Path(run_dir)
-    if model is None or card is None:
-        model, card = load_run_model(run)
-    out = Path(out_path) if out_path is not None else run / FP32_ONNX
-    return export_model(model, card, out, opset)
 
 
 def export_run(

@@ -21,11 +21,12 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from contract.card import InputSpec, ModelCard, save_card
+from contract.card import Artifact, InputSpec, ModelCard, save_card
+from contract.files import sha256_file
 from export.artifacts import (
     FP32_ONNX,
     INT8_CPU_ONNX,
@@ -33,7 +34,6 @@ from export.artifacts import (
     check_onnx_file,
     onnx_opset,
     read_card,
-    sha256_file,
     upsert_artifact,
 )
 from export.calib import CalibrationReader, ImageLoader, LabelledImage, labelled_images, split_calib_eval
@@ -54,8 +54,6 @@ __all__ = [
     "quantize_run",
 ]
 
-Target = Literal["tensorrt", "cpu"]
-Method = Literal["minmax", "entropy", "percentile"]
 TARGET_FILES: dict[str, str] = {"tensorrt": INT8_TRT_ONNX, "cpu": INT8_CPU_ONNX}
 DEFAULT_MAX_DROP = 1.0  # accuracy points
 _TRT_OPS = ["Conv", "ConvTranspose", "Gemm", "MatMul", "Add"]
@@ -249,6 +247,98 @@ def _fp32_model(run: Path, card: ModelCard) -> Path:
     return fp32
 
 
+def _held_out(
+    picks: list[LabelledImage],
+    held_out: list[LabelledImage],
+    calib_items: list[LabelledImage],
+    eval_items: Optional[list[LabelledImage]],
+    eval_n: int,
+) -> tuple[list[LabelledImage], bool]:
+    """``(evaluation images, labelled)``: the labelled held-out images, or without any, images that
+    stand in unlabelled (scored by agreement with FP32)."""
+    if held_out:
+        return held_out, True
+    log.warning("no labelled held-out images: INT8 models are scored by agreement with FP32")
+    chosen = {it.path for it in picks}
+    pool = list(eval_items) if eval_items is not None else [it for it in calib_items if it.path not in chosen]
+    return [LabelledImage(it.path, it.key, 0) for it in (pool or picks)][:eval_n], False
+
+
+def _calibrate(
+    pre: Path,
+    tmp: Path,
+    targets: list[str],
+    reader: CalibrationReader,
+    calib_dir: Path | str,
+    method: str,
+    progress: ProgressHook,
+) -> tuple[dict[str, Path], list[tuple[Path, str]]]:
+    """``({target: INT8 model in tmp}, undecodable images)``; one calibration pass serves all targets."""
+    cache = tmp / "calibration.json"
+    outs: dict[str, Path] = {}
+    bad: list[tuple[Path, str]] = []
+    # cpu first: it calibrates every quantizable tensor, a superset of what tensorrt reuses from the cache
+    for t in sorted(targets, key=lambda t: t != "cpu"):
+        reader.rewind()
+        reader.on_batch = progress(f"calibrating ({t})", len(reader.items)) if not cache.exists() else None
+        try:
+            outs[t] = quantize_onnx(
+                pre, tmp / TARGET_FILES[t], reader, t, method=method, calibration_cache=cache
+            )
+        except ExportError:
+            if reader.n_ok == 0 and reader.loader.bad:  # the real cause: no image decoded
+                reader.loader.check_usable(0, "calibration", calib_dir)
+            raise
+        if reader.on_batch is not None:
+            reader.loader.check_usable(reader.n_ok, "calibration", calib_dir)
+            bad = list(reader.loader.bad)
+    return outs, bad
+
+
+def _score(report: QuantReport, score: EvalScore, targets: list[str], run: Path, labelled: bool) -> None:
+    """Add each target's accuracy, drop against FP32 and pass/fail to ``report``."""
+    fp32_acc = report.fp32_accuracy
+    for t in targets:
+        acc = score.accuracy[t] if labelled else score.agreement[t]
+        # rounded so that float noise does not decide the gate: 5 flips of 500 is exactly 1.0 point
+        drop = round(100.0 * (fp32_acc - acc), 6)
+        ok = drop <= report.max_drop
+        report.results.append(TargetResult(t, run / TARGET_FILES[t], acc, drop, score.agreement[t], ok))
+        log.info(
+            "%s INT8: accuracy %.2f%% (FP32 %.2f%%), drop %.2f points, agreement %.2f%%",
+            t,
+            100 * acc,
+            100 * fp32_acc,
+            drop,
+            100 * score.agreement[t],
+        )
+
+
+def _record(run: Path, outs: dict[str, Path], report: QuantReport, labelled: bool) -> None:
+    """Move the INT8 models into the run and write their artifact rows (and FP32's accuracy)."""
+    for t, p in outs.items():
+        shutil.move(str(p), run / TARGET_FILES[t])
+    card = read_card(run)
+    if labelled and (fp32_row := card.artifact("onnx", "fp32")) is not None:
+        card = upsert_artifact(card, fp32_row.model_copy(update={"accuracy": report.fp32_accuracy}))
+    for r in report.results:
+        card = upsert_artifact(
+            card,
+            Artifact(
+                kind="onnx",
+                file=TARGET_FILES[r.target],
+                sha256=sha256_file(r.path),
+                precision="int8",
+                target=r.target,  # type: ignore[arg-type]
+                opset=onnx_opset(r.path),
+                accuracy=r.accuracy if labelled else None,
+                accuracy_drop=round(r.accuracy_drop, 4) if labelled else None,
+            ),
+        )
+    save_card(card, run / "card.json")
+    report.written = True
+
+
 def quantize_run(
     run_dir: Path | str,
     calib_dir: Path | str,
@@ -283,58 +373,17 @@ def quantize_run(
     fp32 = _fp32_model(run, card)
     picks, held_out = split_calib_eval(calib_items, eval_items, n, eval_n, seed=seed, run_dir=run)
     log.info("calibrating on %d images, evaluating on %d held-out images", len(picks), len(held_out))
-    if not held_out:
-        log.warning("no labelled held-out images: INT8 models are scored by agreement with FP32")
-        chosen = {it.path for it in picks}
-        pool = (
-            list(eval_items)
-            if eval_items is not None
-            else [it for it in calib_items if it.path not in chosen]
-        )
-        held_out = [LabelledImage(it.path, it.key, 0) for it in (pool or picks)][:eval_n]
-        labelled = False
-    else:
-        labelled = True
+    held_out, labelled = _held_out(picks, held_out, calib_items, eval_items, eval_n)
 
     with tempfile.TemporaryDirectory(prefix="binwatch-quant-") as tmp_s:
         tmp = Path(tmp_s)
         pre = preprocess_for_quant(fp32, tmp / "pre.onnx")
-        cache = tmp / "calibration.json"
-        outs: dict[str, Path] = {}
         reader = CalibrationReader(picks, card.input, card.input.name, batch_size=8)
-        bad: list[tuple[Path, str]] = []
-        # cpu first: it calibrates every quantizable tensor, a superset of what tensorrt reuses from the cache
-        for t in sorted(targets, key=lambda t: t != "cpu"):
-            reader.rewind()
-            reader.on_batch = progress(f"calibrating ({t})", len(picks)) if not cache.exists() else None
-            try:
-                outs[t] = quantize_onnx(
-                    pre, tmp / TARGET_FILES[t], reader, t, method=method, calibration_cache=cache
-                )
-            except ExportError:
-                if reader.n_ok == 0 and reader.loader.bad:  # the real cause: no image decoded
-                    reader.loader.check_usable(0, "calibration", calib_dir)
-                raise
-            if reader.on_batch is not None:
-                reader.loader.check_usable(reader.n_ok, "calibration", calib_dir)
-                bad = list(reader.loader.bad)
+        outs, bad = _calibrate(pre, tmp, targets, reader, calib_dir, method, progress)
         score = evaluate({"fp32": fp32, **outs}, held_out, card.input, threads=threads, progress=progress)
         fp32_acc = score.accuracy["fp32"] if labelled else 1.0
         report = QuantReport(len(picks), score.n, fp32_acc, max_drop, skipped_images=bad)
-        for t in targets:
-            acc = score.accuracy[t] if labelled else score.agreement[t]
-            # rounded so that float noise does not decide the gate: 5 flips of 500 is exactly 1.0 point
-            drop = round(100.0 * (fp32_acc - acc), 6)
-            ok = drop <= max_drop
-            report.results.append(TargetResult(t, run / TARGET_FILES[t], acc, drop, score.agreement[t], ok))
-            log.info(
-                "%s INT8: accuracy %.2f%% (FP32 %.2f%%), drop %.2f points, agreement %.2f%%",
-                t,
-                100 * acc,
-                100 * fp32_acc,
-                drop,
-                100 * score.agreement[t],
-            )
+        _score(report, score, targets, run, labelled)
         if not report.passed and not force:
             failed = ", ".join(
                 f"{r.target} drops {r.accuracy_drop:.2f} points" for r in report.results if not r.passed
@@ -344,27 +393,5 @@ def quantize_run(
                 "nothing written. Fix: calibrate on more or more representative images (--n, --calib), try "
                 "--method percentile or entropy, or pass --force to keep the models anyway"
             )
-        for t, p in outs.items():
-            shutil.move(str(p), run / TARGET_FILES[t])
-        card = read_card(run)
-        if labelled and (fp32_row := card.artifact("onnx", "fp32")) is not None:
-            card = upsert_artifact(card, fp32_row.model_copy(update={"accuracy": fp32_acc}))
-        from contract.card import Artifact
-
-        for r in report.results:
-            card = upsert_artifact(
-                card,
-                Artifact(
-                    kind="onnx",
-                    file=TARGET_FILES[r.target],
-                    sha256=sha256_file(r.path),
-                    precision="int8",
-                    target=r.target,  # type: ignore[arg-type]
-                    opset=onnx_opset(r.path),
-                    accuracy=r.accuracy if labelled else None,
-                    accuracy_drop=round(r.accuracy_drop, 4) if labelled else None,
-                ),
-            )
-        save_card(card, run / "card.json")
-        report.written = True
+        _record(run, outs, report, labelled)
     return report

@@ -67,7 +67,7 @@ def quick_train(run: Path, data: Path, epochs: int = 6, seed: int = 0) -> Path:
     """Export's stand-in trainer: ResNet18 on ``data`` (ABID layout) with agent preprocessing."""
     import torch
 
-    from agent.preprocess import decode_jpeg, preprocess
+    from agent.surface import decode_jpeg, preprocess
     from contract.abid import iter_dataset
     from training.model import build_model
 
@@ -147,9 +147,10 @@ def run_dir(tmp_path: Path, small_run_base: Path) -> Path:
 @pytest.fixture(scope="session")
 def small_fp32(tmp_path_factory: pytest.TempPathFactory, small_run_base: Path) -> Path:
     """The small run's FP32 ONNX (exported once), to copy into ``run_dir`` copies."""
-    from export.onnx_export import export_onnx
+    from export.onnx_export import export_model, load_run_model
 
-    return export_onnx(small_run_base, tmp_path_factory.mktemp("small-onnx") / "model.fp32.onnx")
+    model, card = load_run_model(small_run_base)
+    return export_model(model, card, tmp_path_factory.mktemp("small-onnx") / "model.fp32.onnx")
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from contract.card import load_card
-from export.artifacts import sha256_file
+from contract.files import sha256_file
 from tests.export.conftest import invoke
 
 

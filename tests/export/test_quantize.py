@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from contract.card import load_card
-from export.artifacts import sha256_file
+from contract.files import sha256_file
 from tests.export.conftest import invoke
 
 
