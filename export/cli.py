@@ -1,8 +1,8 @@
 """``binwatch export onnx|quantize|engine|bundle|verify`` and the top-level ``binwatch predict``.
 
-Only typer, rich and the stdlib are imported at module level; torch, onnx and onnxruntime load
-inside the commands. Exit codes: 0 ok, 1 a check failed (parity, INT8 accuracy drop, verification),
-2 bad input, 3 TensorRT missing.
+Only typer, rich, the stdlib and :mod:`binwatch.cliutil` are imported at module level; torch, onnx
+and onnxruntime load inside the commands. Exit codes: 0 ok, 1 a check failed (parity, INT8 accuracy
+drop, verification), 2 bad input, 3 TensorRT missing.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
+from binwatch.cliutil import err_console, fail
+
 app = typer.Typer(
     help="Turn a trained run into what the edge runs: parity-checked ONNX, INT8 models, TensorRT engines, "
     "bundles.",
@@ -24,12 +26,6 @@ app = typer.Typer(
 predict_app = typer.Typer()
 
 _out = Console()
-_err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=code)
 
 
 @contextmanager
@@ -41,9 +37,9 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except ExportError as e:
-        raise _fail(str(e), e.exit_code) from None
+        raise fail(str(e), e.exit_code) from e
     except ContractError as e:
-        raise _fail(str(e), 2) from None
+        raise fail(str(e), 2) from e
 
 
 @contextmanager
@@ -58,7 +54,7 @@ def _progress(enabled: bool = True) -> Iterator[Callable[[str, Optional[int]], C
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=_err,
+        console=err_console,
         transient=True,
     ) as bar:
 
@@ -187,7 +183,7 @@ def quantize_cmd(
             table.add_row(r.path.name, acc, drop, agree, check)
         _out.print(table)
         if report.skipped_images:
-            _err.print(
+            err_console.print(
                 f"[yellow]{len(report.skipped_images)} calibration images did not decode "
                 "and were skipped[/yellow]"
             )
@@ -233,7 +229,7 @@ def engine_cmd(
         from export.engine import build_engine
 
         def phase(msg: str) -> None:
-            _err.print(f"[dim]TensorRT:[/dim] {msg}", highlight=False)
+            err_console.print(f"[dim]TensorRT:[/dim] {msg}", highlight=False)
 
         with open_bundle(model) if is_tar(model) else nullcontext(model) as src:
             path, sidecar = build_engine(
@@ -319,21 +315,26 @@ def verify_cmd(
             _out.print(f"{bundle}: OK (every file matches MANIFEST.json, card valid{extra})", highlight=False)
         else:
             for p in problems:
-                _err.print(f"[red]FAIL[/red] {p}", highlight=False, soft_wrap=True)
+                err_console.print(f"[red]FAIL[/red] {p}", highlight=False, soft_wrap=True)
         if problems:
             raise typer.Exit(code=1)
 
 
 def _expand(images: list[Path]) -> list[Path]:
-    from export.calib import IMAGE_SUFFIXES
+    """Files as given; folders replaced by their images (``find_images``: ABID ``bin-images/`` when
+    present). A folder without images adds nothing."""
+    from export.calib import find_images
+    from export.errors import ExportError
 
     files: list[Path] = []
     for p in images:
-        if p.is_dir():
-            base = p / "bin-images" if (p / "bin-images").is_dir() else p
-            files.extend(sorted(f for f in base.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES))
-        else:
+        if not p.is_dir():
             files.append(p)
+            continue
+        try:
+            files.extend(find_images(p))
+        except ExportError:
+            continue
     return files
 
 
@@ -360,7 +361,7 @@ def predict_cmd(
 
         files = _expand(images)
         if not files:
-            raise _fail("no images given (folders held no .jpg/.png files)")
+            raise fail("no images given (folders held no .jpg/.png files)")
         with open_predictor(model, backend=backend, precision=precision, card=card, threads=threads) as pred:
             results = pred.predict_files(files)
             if as_json:
@@ -386,4 +387,4 @@ def predict_cmd(
                 _out.print(table)
         failed = [r for r in results if r.error]
         if failed:
-            raise _fail(f"{len(failed)} of {len(results)} images could not be read", 2)
+            raise fail(f"{len(failed)} of {len(results)} images could not be read", 2)
