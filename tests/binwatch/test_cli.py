@@ -1,7 +1,10 @@
-"""The root ``binwatch`` command: version, and how it degrades when a part cannot be imported."""
+"""The root ``binwatch`` command: version, the registered command modules, and how it degrades when
+a part cannot be imported."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
 from collections.abc import Iterator
 from importlib.metadata import entry_points
@@ -12,7 +15,7 @@ import typer
 from typer.testing import CliRunner
 
 from binwatch import __version__
-from binwatch.cli import _register, app
+from binwatch.cli import _GROUPS, _register, app
 
 runner = CliRunner()
 
@@ -55,14 +58,12 @@ def test_missing_extra_leaves_commands_that_say_what_to_install(fake_parts: Path
         [
             ("bwfake_extra_cli", "app", "agent"),
             ("bwfake_extra_cli", "app", ("train", "eval")),
-            ("bwfake_not_written.cli", "app", "deploy"),  # a part not written: left out
         ],
     )
     listing = runner.invoke(root, ["--help"])
     assert listing.exit_code == 0, listing.output
     for name in ("agent", "train", "eval"):
         assert name in listing.stdout
-    assert "deploy" not in listing.stdout
     for argv in (["agent", "run", "--model", "x"], ["agent", "--help"], ["eval", "RUN"]):
         result = runner.invoke(root, argv)
         assert result.exit_code == 2, (argv, result.output)
@@ -73,3 +74,24 @@ def test_missing_extra_leaves_commands_that_say_what_to_install(fake_parts: Path
 def test_a_broken_own_import_is_not_hidden(fake_parts: Path) -> None:
     with pytest.raises(ModuleNotFoundError, match=r"contract\.no_such_module"):
         _register(_root(), [("bwfake_buggy_cli", "app", "agent")])
+
+
+@pytest.mark.parametrize(("module", "attr", "where"), _GROUPS, ids=[f"{m}:{a}" for m, a, _ in _GROUPS])
+def test_every_registered_module_exists_and_has_its_app(module: str, attr: str, where: object) -> None:
+    assert importlib.util.find_spec(module) is not None, f"{module} is registered but does not exist"
+    assert isinstance(getattr(importlib.import_module(module), attr, None), typer.Typer), (module, attr)
+
+
+@pytest.mark.parametrize("module", ["bwfake_not_written.cli", "binwatch.no_such_cli"])
+def test_a_module_that_does_not_exist_is_an_error(module: str) -> None:
+    with pytest.raises(ModuleNotFoundError, match=rf"command module '{module}' does not exist"):
+        _register(_root(), [(module, "app", "deploy")])
+
+
+def test_a_module_without_its_app_is_an_error(fake_parts: Path) -> None:
+    (fake_parts / "bwfake_no_app_cli.py").write_text("import typer\nother = typer.Typer()\n")
+    try:
+        with pytest.raises(AttributeError, match=r"'bwfake_no_app_cli' has no typer app 'app'"):
+            _register(_root(), [("bwfake_no_app_cli", "app", "agent")])
+    finally:
+        sys.modules.pop("bwfake_no_app_cli", None)
