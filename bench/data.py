@@ -13,6 +13,7 @@ full passes each (interleaved).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the checkout's packages before anything in bench/
 DEFAULT_SAMPLE = REPO.parent / "shared" / "data" / "abid-sample"
 
 

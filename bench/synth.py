@@ -9,10 +9,14 @@ that writes ABID JPEGs pays). The ratio says how many times that floor one synth
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's packages first
 
 from training.data.synth import DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE, bin_params, generate_bin, rng_for
 

@@ -1,7 +1,7 @@
 """Agent throughput and latency: the whole pipeline vs the bare backend, side by side in one run.
 
-    python bench/agent.py                        # ResNet18 (untrained) at 224x224, 200 synthetic bins
-    python bench/agent.py --model BUNDLE --replay DIR --threads 2 --batch 4 --json
+    python bench/agent_pipeline.py               # ResNet18 (untrained) at 224x224, 200 synthetic bins
+    python bench/agent_pipeline.py --model BUNDLE --replay DIR --threads 2 --batch 4 --json
 
 1. bare backend: the same frames, decoded and preprocessed once up front, then only
    ``backend.infer`` on batches of ``--batch`` (frames/s);
@@ -32,8 +32,7 @@ from typing import Any, Optional
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # the checkout's packages (and tests.broker) before anything in bench/
 
 
 def build_resnet_bundle(out: Path, size: int, arch: str = "resnet18") -> Path:
