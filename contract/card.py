@@ -1,7 +1,8 @@
 """The model card (``card.json``): written by training, completed by export, read by the agent.
 
-It is the data config that travels with the weights (DESIGN section 4): how a frame is brought to
-the model's input, what the output heads mean, how the model scored, and which artifacts exist.
+It is the data config that travels with the weights (docs/architecture.md, "Model card and
+bundle"): how a frame is brought to the model's input, what the output heads mean, how the model
+scored, and which artifacts exist.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class Metrics(Strict):
 
 
 class DecisionDefaults(Strict):
-    """Thresholds on p_expected chosen on validation data (DESIGN section 6)."""
+    """Thresholds on p_expected chosen on validation data (docs/evaluation.md)."""
 
     mismatch_threshold: float = Field(ge=0, le=1)
     match_threshold: float = Field(ge=0, le=1)

@@ -1,5 +1,5 @@
-"""MQTT payloads (DESIGN section 5): alerts, status, stats, model rollout state, bins, manifests and
-commands.
+"""MQTT payloads (docs/contract.md, "Payloads"): alerts, status, stats, model rollout state, bins,
+manifests and commands.
 
 Every top-level message is :class:`~contract.base.Versioned` (``schema`` + ``schema_version``) and
 strict: unknown fields, unknown versions, wrong types, NaN and naive timestamps are refused by

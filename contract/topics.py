@@ -1,4 +1,4 @@
-"""MQTT topic names (DESIGN section 5): one place that builds and parses them.
+"""MQTT topic names (docs/contract.md, "Topics"): one place that builds and parses them.
 
 Per device, under ``<prefix>/<site>/<device>`` (prefix ``binwatch/v1`` by default)::
 
