@@ -73,8 +73,9 @@ def synth_bins(out: Path, count: int) -> Path:
 
 
 def measure_bare(bundle: Path, data: Path, threads: int, batch: int, precision: str) -> dict:
-    from agent.backends.onnxruntime_backend import OnnxRuntimeBackend
-    from agent.preprocess import decode_jpeg, preprocess
+    from agent.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from agent.inference.preprocess import preprocess
+    from agent.intake.decode import decode_jpeg
     from contract.abid import iter_dataset
     from contract.card import load_card
 
@@ -129,7 +130,7 @@ def run_pipeline(
     rate: Optional[float] = None,
 ) -> dict:
     from agent.config import AgentConfig
-    from agent.records import read_verdicts
+    from agent.delivery.records import read_verdicts
     from agent.runtime import Runtime
 
     state = work / f"state-{time.time_ns()}"

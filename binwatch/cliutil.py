@@ -5,13 +5,14 @@ light; the agent (on the device) and the operator side may import it (see docs/a
 from __future__ import annotations
 
 import logging
+import os
 from typing import Optional, Union
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["LOG_FORMAT", "err_console", "fail", "missing_extra", "setup_logging"]
+__all__ = ["LOG_FORMAT", "cannot_write", "err_console", "fail", "missing_extra", "setup_logging"]
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -29,6 +30,14 @@ def missing_extra(e: ImportError, extra: str, code: int = 1) -> typer.Exit:
     """A command needs a package of an extra that is not installed: name it and the install line."""
     what = f"the Python package {e.name!r}" if e.name else str(e)
     return fail(f"this command needs {what}, which is not installed: pip install 'binwatch[{extra}]'", code)
+
+
+def cannot_write(out: Union[str, os.PathLike[str]], e: OSError, code: int = 2) -> typer.Exit:
+    """An output folder that cannot be written: the OS reason, the file when it is another one, and
+    the fix (``--out``)."""
+    why = e.strerror or str(e)
+    where = f" ({e.filename})" if e.filename and str(e.filename) != str(out) else ""
+    return fail(f"cannot write to {out}: {why}{where}; choose a folder you can write to with --out", code)
 
 
 def setup_logging(

@@ -131,7 +131,6 @@ class Versioned(Strict):
         except (UnicodeError, RecursionError) as e:  # lone surrogates in text, absurd nesting
             raise ContractError(f"invalid {what}: {type(e).__name__}: {e}") from e
 
-
     @classmethod
     def read_file(cls: type[V], path: os.PathLike[str] | str, *, missing: Optional[str] = None) -> V:
         """Read and parse a file holding this document. Every error is a :class:`ContractError`
@@ -148,6 +147,7 @@ class Versioned(Strict):
             return cls.parse(raw)
         except ContractError as e:
             raise ContractError(f"{p}: {e}") from e
+
 
 def _rank(err: Any) -> int:
     # Unknown fields and the schema/version come first: they explain the errors after them.

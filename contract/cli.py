@@ -8,15 +8,12 @@ from typing import Optional
 
 import typer
 
+from binwatch.cliutil import cannot_write, fail
+
 app = typer.Typer(
     help="Wire and file formats (MQTT payloads, model card, bundle manifest): JSON Schemas and validation.",
     no_args_is_help=True,
 )
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(message, err=True)
-    return typer.Exit(code=code)
 
 
 @app.command("schema")
@@ -36,15 +33,13 @@ def schema_cmd(
         if problems:
             for p in problems:
                 typer.echo(f"{out}/{p}", err=True)
-            raise _fail(f"schemas in {out} are stale: run `binwatch contract schema --out {out}`", 1)
+            raise fail(f"schemas in {out} are stale: run `binwatch contract schema --out {out}`", 1)
         typer.echo(f"{out}: schemas up to date")
         return
     try:
         paths = write_schemas(out)
     except OSError as e:
-        raise _fail(
-            f"cannot write to {out}: {e.strerror or e}; choose a folder you can write to with --out", 2
-        ) from None
+        raise cannot_write(out, e) from e
     for path in paths:
         typer.echo(str(path))
 
@@ -69,19 +64,19 @@ def validate_cmd(
     try:
         model = document_for(kind)
     except ContractError as e:
-        raise _fail(str(e), 2) from None
+        raise fail(str(e), 2) from e
     try:
         data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
     except OSError as e:
-        raise _fail(f"cannot read {file}: {e.strerror or e}", 2) from None
+        raise fail(f"cannot read {file}: {e.strerror or e}", 2) from e
     if model is ManifestEntry and bin_id is None:
         if str(file) == "-":
-            raise _fail("a manifest read from standard input needs --bin-id", 2)
+            raise fail("a manifest read from standard input needs --bin-id", 2)
         bin_id = file.name.removesuffix(".json")
     try:
         doc = parse_any(kind, data, bin_id=bin_id)
     except ContractError as e:
-        raise _fail(f"{file}: {e}", 1) from None
+        raise fail(f"{file}: {e}", 1) from e
     summary = f"{file}: valid {doc.SCHEMA} v{doc.VERSION}"
     if isinstance(doc, ManifestEntry):
         summary += f" (bin {doc.bin_id}, expected_qty {doc.expected_qty})"

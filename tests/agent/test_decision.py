@@ -1,4 +1,5 @@
-"""Decision (docs/architecture.md, "Decision"): calibration, fusion, overflow mapping, thresholds, verdicts."""
+"""Decision (docs/architecture.md, "Decision"): calibration, fusion, overflow mapping, thresholds,
+verdicts."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The agent under faults, against a real mosquitto (docs/architecture.md, "Testing"): bad images and payloads,
-a camera that disappears, a 20 s broker outage, starting with the broker down, SIGKILL and
+"""The agent under faults, against a real mosquitto (docs/architecture.md, "Testing"): bad images and
+payloads, a camera that disappears, a 20 s broker outage, starting with the broker down, SIGKILL and
 restart on the same state dir, SIGTERM, and no torch in the process."""
 
 from __future__ import annotations

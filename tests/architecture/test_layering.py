@@ -32,7 +32,7 @@ DYNAMIC_IMPORTERS = frozenset({"import_module", "__import__"})
 
 # package -> first-party module prefixes it may import ("x" allows x and x.anything).
 RULES: dict[str, tuple[str, ...]] = {
-    "contract": ("contract",),
+    "contract": ("contract", "binwatch.cliutil"),  # cliutil: only in contract/cli.py (see below)
     "mqttconn": ("mqttconn", "contract"),
     "agent": ("agent", "contract", "mqttconn", "binwatch.cliutil", "binwatch"),
     "console": ("console", "contract", "mqttconn", "binwatch.cliutil"),

@@ -121,7 +121,7 @@ def test_read_file_names_the_file(tmp_path: Path) -> None:
     p = tmp_path / "req.json"
     with pytest.raises(ContractError, match=r"req\.json: missing"):
         CommandRequest.read_file(p)
-    with pytest.raises(ContractError, match="no card here: .*nothing.json"):
+    with pytest.raises(ContractError, match=r"no card here: .*nothing\.json"):
         CommandRequest.read_file(tmp_path / "nothing.json", missing="no card here: {path}")
     p.write_text('{"request_id": "r1", "bogus": 1}')
     with pytest.raises(ContractError, match=r"req\.json: invalid binwatch\.cmd.*bogus"):
@@ -131,5 +131,5 @@ def test_read_file_names_the_file(tmp_path: Path) -> None:
 
 
 def test_load_card_messages_unchanged(tmp_path: Path) -> None:
-    with pytest.raises(ContractError, match="no model card at .*expected a run folder or bundle"):
+    with pytest.raises(ContractError, match=r"no model card at .*expected a run folder or bundle"):
         load_card(tmp_path)

@@ -15,10 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from binwatch.cliutil import fail, missing_extra
+from binwatch.cliutil import cannot_write, fail, missing_extra
 from contract.abid import AbidError, list_keys
 from training.data import prepare_cli, synth_cli
-from training.data.cli_errors import cannot_write, not_abid
+from training.data.cli_errors import not_abid
 from training.data.download import DEFAULT_ENDPOINT  # stdlib-only module
 
 app = typer.Typer(

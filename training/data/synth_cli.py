@@ -13,8 +13,7 @@ from typing import Optional
 
 import typer
 
-from binwatch.cliutil import err_console, fail, missing_extra
-from training.data.cli_errors import cannot_write
+from binwatch.cliutil import cannot_write, err_console, fail, missing_extra
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
