@@ -188,7 +188,7 @@ def run_pipeline(
     return out
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -204,8 +204,81 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="bare/pipeline pairs, interleaved (medians count)")
     ap.add_argument("--paced-frames", type=int, default=60, help="frames in the paced latency run")
     ap.add_argument("--json", action="store_true", help="print JSON")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def _start_broker(work: Path) -> tuple[str, Any]:
+    """A mosquitto for the run (``(url, process)``), or an unreachable URL when none is installed."""
+    try:
+        from tests.broker import Mosquitto
+
+        proc = Mosquitto(work / "broker")
+        proc.start()
+        return proc.url, proc
+    except RuntimeError as e:
+        print(f"no mosquitto ({e}); the pipeline runs without a broker (alerts stay in the outbox)")
+        return "mqtt://127.0.0.1:9", None
+
+
+def _measure(args: argparse.Namespace, bundle: Path, data: Path, broker: str, work: Path) -> dict:
+    """Interleaved bare/pipeline rounds (so that load from other processes hits both sides alike),
+    then a paced run for latency."""
+    bares, pipes = [], []
+    for r in range(args.rounds):
+        bares.append(measure_bare(bundle, data, args.threads, args.batch, args.precision))
+        pipes.append(run_pipeline(bundle, data, args.threads, args.batch, args.precision, broker, work))
+        print(
+            f"round {r + 1}: bare {bares[-1]['fps']:.2f}, pipeline {pipes[-1]['fps']:.2f} frames/s",
+            file=sys.stderr,
+        )
+    bare = dict(bares[0], fps=float(np.median([b["fps"] for b in bares])))
+    pipe = dict(pipes[-1], fps=float(np.median([p["fps"] for p in pipes])))
+    subset = work / "paced-bins"
+    _subset(data, subset, args.paced_frames)
+    rate = paced_rate(bare, args)
+    paced = run_pipeline(bundle, subset, args.threads, args.batch, args.precision, broker, work, rate=rate)
+    return {
+        "model": str(bundle),
+        "frames": bare["frames"],
+        "threads": args.threads,
+        "batch": args.batch,
+        "precision": bare["precision"],
+        "bare_fps": round(bare["fps"], 2),
+        "pipeline_fps": round(pipe["fps"], 2),
+        "ratio": round(pipe["fps"] / bare["fps"], 3),
+        "rounds": [
+            {"bare_fps": round(b["fps"], 2), "pipeline_fps": round(p["fps"], 2)}
+            for b, p in zip(bares, pipes, strict=True)
+        ],
+        "pipeline": pipe,
+        "paced": paced,
+        "paced_rate": rate,
+        "bare": bare,
+        "broker": broker,
+    }
+
+
+def _print(result: dict, args: argparse.Namespace) -> None:
+    bare, pipe, paced = result["bare"], result["pipeline"], result["paced"]
+    print(
+        f"model {Path(result['model']).name} ({bare['file']}, {bare['precision']}), {bare['frames']} frames, "
+        f"threads {args.threads}, batch {args.batch}, broker {result['broker']}"
+    )
+    print(f"  bare backend     {bare['fps']:8.1f} frames/s")
+    print(f"  agent pipeline   {pipe['fps']:8.1f} frames/s   ratio {result['ratio']:.3f} (goal >= 0.9)")
+    print(f"  alerts stored {pipe['alerts']}, delivered {pipe.get('delivered', 'n/a')}")
+    for name, run in (("saturated", pipe), (f"paced at {result['paced_rate']:.1f}/s", paced)):
+        f2b = run.get("frame_to_broker_ms")
+        if f2b:
+            print(f"  frame-to-broker ({name}): p50 {f2b['p50']:.1f} ms, p99 {f2b['p99']:.1f} ms")
+    print(
+        "  stages (paced, ms): "
+        + ", ".join(f"{k} p50 {v['p50']}/p99 {v['p99']}" for k, v in paced["stages_ms"].items())
+    )
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parser().parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-agent-"))
     broker_proc = None
     try:
@@ -213,75 +286,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         data = args.replay or synth_bins(work / "bins", args.count)
         broker = args.broker
         if broker is None:
-            try:
-                from tests.broker import Mosquitto
-
-                broker_proc = Mosquitto(work / "broker")
-                broker_proc.start()
-                broker = broker_proc.url
-            except RuntimeError as e:
-                print(f"no mosquitto ({e}); the pipeline runs without a broker (alerts stay in the outbox)")
-                broker = "mqtt://127.0.0.1:9"
-        # interleaved rounds, so that load from other processes hits both sides alike
-        bares, pipes = [], []
-        for r in range(args.rounds):
-            bares.append(measure_bare(bundle, data, args.threads, args.batch, args.precision))
-            pipes.append(run_pipeline(bundle, data, args.threads, args.batch, args.precision, broker, work))
-            print(
-                f"round {r + 1}: bare {bares[-1]['fps']:.2f}, pipeline {pipes[-1]['fps']:.2f} frames/s",
-                file=sys.stderr,
-            )
-        bare = dict(bares[0], fps=float(np.median([b["fps"] for b in bares])))
-        pipe = dict(pipes[-1], fps=float(np.median([p["fps"] for p in pipes])))
-        subset = work / "paced-bins"
-        _subset(data, subset, args.paced_frames)
-        paced = run_pipeline(
-            bundle,
-            subset,
-            args.threads,
-            args.batch,
-            args.precision,
-            broker,
-            work,
-            rate=paced_rate(bare, args),
-        )
-        result = {
-            "model": str(bundle),
-            "frames": bare["frames"],
-            "threads": args.threads,
-            "batch": args.batch,
-            "precision": bare["precision"],
-            "bare_fps": round(bare["fps"], 2),
-            "pipeline_fps": round(pipe["fps"], 2),
-            "ratio": round(pipe["fps"] / bare["fps"], 3),
-            "rounds": [
-                {"bare_fps": round(b["fps"], 2), "pipeline_fps": round(p["fps"], 2)}
-                for b, p in zip(bares, pipes, strict=True)
-            ],
-            "pipeline": pipe,
-            "paced": paced,
-            "broker": broker,
-        }
+            broker, broker_proc = _start_broker(work)
+        result = _measure(args, bundle, data, broker, work)
         if args.json:
-            print(json.dumps(result, indent=2))
+            print(json.dumps({k: v for k, v in result.items() if k not in ("bare", "paced_rate")}, indent=2))
         else:
-            print(
-                f"model {bundle.name} ({bare['file']}, {bare['precision']}), {bare['frames']} frames, "
-                f"threads {args.threads}, batch {args.batch}, broker {broker}"
-            )
-            print(f"  bare backend     {bare['fps']:8.1f} frames/s")
-            print(
-                f"  agent pipeline   {pipe['fps']:8.1f} frames/s   ratio {result['ratio']:.3f} (goal >= 0.9)"
-            )
-            print(f"  alerts stored {pipe['alerts']}, delivered {pipe.get('delivered', 'n/a')}")
-            for name, run in (("saturated", pipe), (f"paced at {paced_rate(bare, args):.1f}/s", paced)):
-                f2b = run.get("frame_to_broker_ms")
-                if f2b:
-                    print(f"  frame-to-broker ({name}): p50 {f2b['p50']:.1f} ms, p99 {f2b['p99']:.1f} ms")
-            print(
-                "  stages (paced, ms): "
-                + ", ".join(f"{k} p50 {v['p50']}/p99 {v['p99']}" for k, v in paced["stages_ms"].items())
-            )
+            _print(result, args)
         return 0
     finally:
         if broker_proc is not None:
