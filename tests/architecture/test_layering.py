@@ -304,6 +304,14 @@ def test_modules_and_functions_stay_small() -> None:
     )
 
 
+def test_no_script_shadows_a_package() -> None:
+    """``python bench/NAME.py`` puts ``bench/`` first on ``sys.path``: a ``bench/agent.py`` would be
+    imported as the ``agent`` package by every other bench script."""
+    scripts = [p for folder in ("bench", "scripts") for p in sorted((REPO / folder).glob("*.py"))]
+    shadowing = [p.relative_to(REPO).as_posix() for p in scripts if p.stem in PACKAGES]
+    assert shadowing == [], f"rename these, they shadow a package when run as scripts: {shadowing}"
+
+
 # -- the checks themselves can fail ----------------------------------------------------------------
 @pytest.mark.parametrize(
     ("source", "want"),
