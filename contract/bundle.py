@@ -1,8 +1,8 @@
 """The bundle manifest (``MANIFEST.json``): size and sha256 of every file in a model bundle.
 
-``MANIFEST.sig`` is an ed25519 signature over :meth:`BundleManifest.canonical_bytes` (signing and
-key handling live in ``deploy``; this module only hashes and checks). :func:`write_manifest` stores
-exactly those canonical bytes, so the file itself is what is signed.
+``MANIFEST.sig`` is an ed25519 signature over :meth:`BundleManifest.canonical_bytes` (signing, keys
+and verification live in :mod:`contract.signing`; this module only hashes and checks).
+:func:`write_manifest` stores exactly those canonical bytes, so the file itself is what is signed.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def verify_manifest(
 
     Returns the problems, each starting with the file it names (missing, size or sha256 changed,
     unexpected extra file, link); an empty list means every byte matches. The signature is not
-    checked here (``deploy`` does that with the public key).
+    checked here (:func:`contract.signing.verify_bundle` checks both).
     """
     root = Path(bundle_dir)
     if not root.is_dir():
