@@ -38,10 +38,18 @@ _GROUPS: list[tuple[str, str, Union[str, tuple[str, ...]]]] = [
     ("export.cli", "predict_app", ("predict",)),
     ("agent.cli", "app", "agent"),
     ("console.cli", "app", "alerts"),
+    ("deploy.cli", "app", "deploy"),
 ]
 
 # The extra that installs what a package's commands need (pyproject.toml).
-_EXTRAS = {"training": "train", "export": "export", "agent": "agent", "console": "console", "binwatch": "all"}
+_EXTRAS = {
+    "training": "train",
+    "export": "export",
+    "agent": "agent",
+    "console": "console",
+    "deploy": "deploy",
+    "binwatch": "all",
+}
 _OURS = ("binwatch", "contract", "training", "export", "agent", "console", "deploy")
 
 
