@@ -46,6 +46,7 @@ __all__ = [
     "ManifestConfig",
     "ModelConfig",
     "SnapshotsConfig",
+    "UpdateConfig",
     "default_device_id",
     "load_config",
 ]
@@ -108,11 +109,38 @@ class ModelConfig(_Section):
     batch: int = Field(default=4, ge=1, le=64, description="most frames per inference call")
     warmup: int = Field(default=2, ge=0, le=100, description="warm-up runs at load")
     verify: bool = Field(default=True, description="check MANIFEST.json sha256s before loading")
+    trusted_keys: list[Path] = Field(
+        default_factory=list,
+        description="ed25519 public keys (PEM) a bundle must be signed by; several, so keys can rotate",
+    )
+    allow_unsigned: bool = Field(
+        default=False, description="development mode: accept unsigned bundles even with trusted_keys"
+    )
+    golden_check: bool = Field(default=True, description="check the bundle's golden set before switching")
     watch: bool = Field(default=False, description="reload when the bundle path changes")
     watch_interval_s: float = Field(default=5.0, gt=0)
     engine_cache: Optional[Path] = Field(
         default=None, description="TensorRT engines (default: <state_dir>/engines)"
     )
+
+
+class UpdateConfig(_Section):
+    """Fleet updates: the agent follows the retained desired model (device, group and fleet topics)."""
+
+    enabled: bool = Field(default=True, description="follow model/desired")
+    groups: list[str] = Field(default_factory=list, description="groups whose desired model applies")
+    max_bytes: int = Field(default=2 * 1024**3, ge=1024, description="largest bundle download")
+    timeout_s: float = Field(default=60.0, gt=0, description="download socket timeout")
+    keep_versions: int = Field(default=3, ge=1, le=50, description="bundle versions kept on disk")
+    retry_min_s: float = Field(default=5.0, gt=0, description="first retry after a failed update")
+    retry_max_s: float = Field(default=600.0, gt=0, description="retry delay cap")
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v: list[str]) -> list[str]:
+        for g in v:
+            _id(g, "update.groups")
+        return v
 
 
 class DecisionConfig(_Section):
@@ -166,6 +194,7 @@ class AgentConfig(_Section):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     cameras: list[CameraConfig] = Field(default_factory=list)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    update: UpdateConfig = Field(default_factory=UpdateConfig)
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     manifest: ManifestConfig = Field(default_factory=ManifestConfig)
     snapshots: SnapshotsConfig = Field(default_factory=SnapshotsConfig)
@@ -205,6 +234,9 @@ class AgentConfig(_Section):
             problems.append(f"manifest.csv: {self.manifest.csv} not found")
         if self.model.bundle is not None and not self.model.bundle.exists():
             problems.append(f"model.bundle: {self.model.bundle} not found")
+        for key in self.model.trusted_keys:
+            if not key.is_file():
+                problems.append(f"model.trusted_keys: {key} not found")
         return problems
 
 

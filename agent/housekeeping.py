@@ -1,6 +1,6 @@
-"""The agent's ``housekeeping`` thread: every half second it re-publishes ``status`` when a camera
-changes state, refreshes the gauges ``/metrics`` shows, saves replay positions, and prunes old
-snapshots every ten minutes."""
+"""The agent's ``housekeeping`` thread: every half second it pets the systemd watchdog while the
+agent is healthy, re-publishes ``status`` when a camera changes state, refreshes the gauges
+``/metrics`` shows, saves replay positions, and prunes old snapshots every ten minutes."""
 
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ class Housekeeper:
         cursors: ReplayCursors,
         snapshots: Optional[SnapshotStore],
         stop_event: threading.Event,
+        healthy: Callable[[], bool] = lambda: True,
+        watchdog: Callable[[], object] = lambda: None,
     ) -> None:
         self.capture = capture
         self.status = status
@@ -51,6 +53,8 @@ class Housekeeper:
         self.cursors = cursors
         self.snapshots = snapshots
         self.stop_event = stop_event
+        self.healthy = healthy
+        self.watchdog = watchdog
         self._cam_key: Any = None
         self._last_prune = time.monotonic()
 
@@ -62,6 +66,8 @@ class Housekeeper:
                 log.exception("housekeeping failed")
 
     def tick(self) -> None:
+        if self.healthy():
+            self.watchdog()  # systemd restarts the agent when this stops (WatchdogSec)
         key = self.status.camera_key()
         if key != self._cam_key:
             if self._cam_key is not None:

@@ -5,6 +5,7 @@ The flow (docs/architecture.md has the whole route of a frame)::
     intake/     capture threads (one per camera) -> FrameHub;  MQTT bin events, manifests, commands
     inference/  pipeline thread: hub -> presentations -> backend -> decision
     delivery/   delivery thread: snapshot, alert -> SQLite outbox -> MQTT link (publisher thread)
+    update/     model-update thread: desired model -> fetch -> verify, build, warm, golden -> switch
     web/        local HTTP: /healthz /readyz /metrics /v1/count
 
 Each part gets its collaborators here, as constructor arguments; none of them holds the runtime.
@@ -34,6 +35,7 @@ from agent.delivery.state import AgentState
 from agent.delivery.status import ModelStateReporter, StatusReporter
 from agent.housekeeping import Housekeeper
 from agent.inference.backends.base import Backend
+from agent.inference.bundle_checks import BundleChecks
 from agent.inference.model_store import ModelLoadError, ModelStore
 from agent.inference.pipeline import InferencePipeline
 from agent.intake.capture import CaptureManager
@@ -42,6 +44,8 @@ from agent.intake.inbound import MessageHandler, Refusals
 from agent.intake.manifests import ManifestStore
 from agent.intake.sources import FrameSource, make_source
 from agent.metrics import AgentMetrics
+from agent.systemd import SystemdNotifier
+from agent.update.updater import Updater
 from agent.web.endpoints import AgentEndpoints
 from agent.web.server import AgentHttpServer
 from contract.topics import Topics
@@ -68,6 +72,7 @@ class Runtime:
         self.exit_when_done = exit_when_done
         self.stop_event = threading.Event()
         self.metrics = AgentMetrics()
+        self.notifier = SystemdNotifier()  # a no-op outside a systemd unit with Type=notify
         a = cfg.agent
         self.site, self.device = a.site, a.device
         self.topics = Topics(a.site, a.device, prefix=cfg.mqtt.prefix)
@@ -116,6 +121,10 @@ class Runtime:
         subs = [(self.topics.bin, 1), (self.topics.cmd_wildcard, 1)]
         if cfg.manifest.mqtt:
             subs.append((self.topics.manifest_wildcard, 1))
+        if cfg.update.enabled:
+            subs.append((self.topics.model_desired, 1))
+            subs.append((self.topics.fleet_desired(), 1))
+            subs += [(self.topics.group_desired(g), 1) for g in cfg.update.groups]
         self.link = MqttLink(
             cfg.mqtt,
             self.topics,
@@ -133,16 +142,7 @@ class Runtime:
         backend_factory: Optional[Callable[[], Backend]],
         source_factory: Callable[..., FrameSource],
     ) -> None:
-        self.model_state = ModelStateReporter(self.link, self.metrics, lambda: self.store.current)
-        self.store = ModelStore(
-            backend_factory or self._default_backend,
-            models_dir=self.state_dir / "models",
-            verify=cfg.model.verify,
-            warmup=cfg.model.warmup,
-            mismatch_threshold=cfg.decision.mismatch_threshold,
-            match_threshold=cfg.decision.match_threshold,
-            on_state=self.model_state,
-        )
+        self._build_store(cfg, backend_factory)
         self.replies = CommandReplier(self.link)
         self.delivery = Delivery(
             site=self.site,
@@ -206,11 +206,49 @@ class Runtime:
             cursors=self.cursors,
             snapshots=self.snapshots,
             stop_event=self.stop_event,
+            healthy=lambda: self.endpoints.health()[0],
+            watchdog=self.notifier.watchdog,
+        )
+
+    def _build_store(self, cfg: AgentConfig, backend_factory: Optional[Callable[[], Backend]]) -> None:
+        """The model store, with the checks a bundle passes and the reporter of its states."""
+        self.model_state = ModelStateReporter(self.link, self.metrics, lambda: self.store.current)
+        self.store = ModelStore(
+            backend_factory or self._default_backend,
+            models_dir=self.state_dir / "models",
+            verify=cfg.model.verify,
+            warmup=cfg.model.warmup,
+            mismatch_threshold=cfg.decision.mismatch_threshold,
+            match_threshold=cfg.decision.match_threshold,
+            on_state=self.model_state,
+            checks=BundleChecks(
+                verify=cfg.model.verify,
+                trusted_keys=cfg.model.trusted_keys,
+                allow_unsigned=cfg.model.allow_unsigned,
+                golden=cfg.model.golden_check,
+            ),
         )
 
     def _build_inbound(self, cfg: AgentConfig) -> None:
         cameras = [c.name for c in cfg.cameras]
         refuse = Refusals(self.metrics)
+        u = cfg.update
+        self.updater: Optional[Updater] = (
+            Updater(
+                store=self.store,
+                report=self.model_state,
+                staging=self.state_dir / "updates",
+                max_bytes=u.max_bytes,
+                timeout_s=u.timeout_s,
+                keep_versions=u.keep_versions,
+                retry_min_s=u.retry_min_s,
+                retry_max_s=u.retry_max_s,
+                stop_event=self.stop_event,
+                refuse=refuse,
+            )
+            if u.enabled
+            else None
+        )
         self.commands = Commands(
             store=self.store,
             bundle=cfg.model.bundle,
@@ -231,6 +269,7 @@ class Runtime:
             start_presentation=self.pipeline.start_presentation,
             on_command=self.commands,
             refuse=refuse,
+            on_desired=self.updater.on_desired if self.updater is not None else None,
         )
 
     def _begin_replays(self, cfg: AgentConfig) -> tuple[dict[str, str], dict[str, int]]:
@@ -275,6 +314,7 @@ class Runtime:
             (self.pipeline.loop, "inference"),
             (self.delivery.loop, "delivery"),
             (self.housekeeper.loop, "housekeeping"),
+            *(((self.updater.loop, "model-update"),) if self.updater is not None else ()),
         ):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -283,6 +323,7 @@ class Runtime:
             self.store.watch(self.cfg.model.bundle, self.stop_event, self.cfg.model.watch_interval_s)
         self._wait_for_broker()
         self.capture.start()
+        self.notifier.ready("counting")
         log.info(
             "agent %s/%s running: %d camera(s), model %s, broker %s",
             self.site,
@@ -333,6 +374,7 @@ class Runtime:
         if self._stopped:
             return
         self._stopped = True
+        self.notifier.stopping("delivering decided verdicts to the outbox")
         self.stop_event.set()
         self.capture.join(5)
         self._join("inference", 10)

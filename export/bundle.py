@@ -34,7 +34,7 @@ from contract.card import ModelCard, load_card, save_card
 from contract.files import UnsafeArchiveError, atomic_path, safe_extract_tar, sha256_file
 from export.artifacts import FP32_ONNX, INT8_CPU_ONNX, INT8_TRT_ONNX, read_card
 from export.errors import ExportError
-from export.golden import (
+from contract.golden import (
     DEFAULT_TOLERANCE,
     GOLDEN_DIR,
     GOLDEN_FILE,

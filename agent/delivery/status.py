@@ -187,11 +187,18 @@ class ModelStateReporter:
         self.link = link
         self.metrics = metrics
         self.current_model = current_model
+        self.rollout_id: Optional[str] = None  # set by the updater for the rollout it is applying
 
     def __call__(self, version: int, state: str, detail: str) -> None:
         try:
             self.link.report_model(
-                ModelReported(version=version, state=state, detail=detail[:4000], ts=utcnow())  # type: ignore[arg-type]
+                ModelReported(
+                    version=version,
+                    state=state,  # type: ignore[arg-type]
+                    detail=detail[:4000],
+                    ts=utcnow(),
+                    rollout_id=self.rollout_id,
+                )
             )
         except Exception as e:
             log.debug("model state not reported: %s", e)

@@ -1,8 +1,9 @@
 """Model bundles on the device: load, verify, warm up, and swap without stopping capture.
 
-- ``load(bundle)`` reads ``card.json``, checks ``MANIFEST.json`` (every sha256, via
-  ``contract.bundle``) when present, builds the backend, warms it up, and only then makes it the
-  current model. The old model keeps serving until that moment; a failed load leaves it running.
+- ``load(bundle)`` reads ``card.json``, runs the checks of :mod:`agent.inference.bundle_checks`
+  (every sha256 of ``MANIFEST.json``, the signature against the trust list), builds the backend,
+  warms it up, checks the golden set, and only then makes it the current model. The old model keeps
+  serving until that moment; a failed load leaves it running.
 - A ``.tar`` bundle is unpacked (safely) under ``<state_dir>/models/``.
 - ``watch`` polls the bundle path and reloads when its card or manifest changes.
 - Users of the model take it with ``with store.use() as m:``; a replaced model is closed when its
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from agent.inference.backends.base import Backend, BackendError
+from agent.inference.bundle_checks import BundleChecks
 from agent.inference.decision import Thresholds, resolve_thresholds
 from contract.base import ContractError
 from contract.card import ModelCard, load_card
@@ -48,6 +50,7 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     users: int = 0
     retired: bool = False
+    source: Optional[Path] = None  # what load() was given (a folder, or the .tar it unpacked)
 
     @property
     def ref(self) -> ModelRef:
@@ -96,18 +99,6 @@ def unpack_bundle(tar_path: Path, models_dir: Path) -> Path:
     return dest
 
 
-def verify_bundle_files(bundle: Path) -> list[str]:
-    """Problems found by ``contract.bundle.verify_manifest`` (empty when fine or no MANIFEST)."""
-    if not (bundle / "MANIFEST.json").is_file():
-        return []
-    try:
-        from contract.bundle import verify_manifest
-    except ImportError:
-        log.warning("contract.bundle is not available: MANIFEST.json of %s not checked", bundle)
-        return []
-    return list(verify_manifest(bundle))
-
-
 class ModelStore:
     """Holds the current model and swaps in new ones."""
 
@@ -121,6 +112,7 @@ class ModelStore:
         mismatch_threshold: Optional[float] = None,
         match_threshold: Optional[float] = None,
         on_state: Optional[Callable[[int, str, str], None]] = None,
+        checks: Optional[BundleChecks] = None,
     ) -> None:
         self.backend_factory = backend_factory
         self.models_dir = Path(models_dir)
@@ -129,6 +121,7 @@ class ModelStore:
         self.mismatch_threshold = mismatch_threshold
         self.match_threshold = match_threshold
         self.on_state = on_state
+        self.checks = checks or BundleChecks(verify=verify)
         self._current: Optional[LoadedModel] = None
         self._cond = threading.Condition()
         self._load_lock = threading.Lock()
@@ -177,15 +170,24 @@ class ModelStore:
                 log.warning("model state report failed: %s", e)
 
     # -- loading -------------------------------------------------------------------------------
-    def load(self, bundle: Path | str) -> LoadedModel:
+    def load(
+        self,
+        bundle: Path | str,
+        *,
+        expect_version: Optional[int] = None,
+        expect_signature: Optional[str] = None,
+    ) -> LoadedModel:
         """Load ``bundle`` and make it current once warm. Raises :class:`ModelLoadError`; on
         failure the previous model (if any) is still current."""
         with self._load_lock:
-            return self._load(Path(bundle))
+            return self._load(Path(bundle), expect_version, expect_signature)
 
-    def _load(self, bundle: Path) -> LoadedModel:
+    def _load(
+        self, bundle: Path, expect_version: Optional[int] = None, expect_signature: Optional[str] = None
+    ) -> LoadedModel:
         t0 = time.perf_counter()
         version = 0
+        source = bundle
         try:
             if not bundle.exists():
                 raise ModelLoadError(f"model bundle {bundle} not found")
@@ -195,12 +197,15 @@ class ModelStore:
                 card = load_card(bundle)
             except ContractError as e:
                 raise ModelLoadError(str(e)) from e
-            version = card.version
-            if self.verify:
-                self._report(version, "verifying")
-                problems = verify_bundle_files(bundle)
-                if problems:
-                    raise ModelLoadError(f"bundle {bundle} failed verification: " + "; ".join(problems[:5]))
+            version = card.version if expect_version is None else expect_version  # what is reported
+            if card.version != version:
+                raise ModelLoadError(
+                    f"bundle {source} holds model version {card.version}, the desired state says {version}"
+                )
+            self._report(version, "verifying")
+            problems = self.checks.before_load(bundle, expect_signature)
+            if problems:
+                raise ModelLoadError(f"bundle {bundle} failed verification: " + "; ".join(problems[:5]))
             backend = self.backend_factory()
             self._report(version, "building" if backend.name == "tensorrt" else "warming")
             try:
@@ -208,6 +213,12 @@ class ModelStore:
                 self._report(version, "warming")
                 if self.warmup_runs:
                     backend.warmup(self.warmup_runs)
+                problems = self.checks.after_warmup(bundle, card, backend)
+                if problems:
+                    raise ModelLoadError(f"bundle {bundle} failed its check: " + "; ".join(problems[:5]))
+            except ModelLoadError:
+                backend.close()
+                raise
             except BackendError as e:
                 backend.close()
                 raise ModelLoadError(str(e)) from e
@@ -229,7 +240,7 @@ class ModelStore:
             else:
                 log.error("model load failed: %s", e)
             raise
-        new = LoadedModel(card=card, backend=backend, bundle=bundle, thresholds=thresholds)
+        new = LoadedModel(card=card, backend=backend, bundle=bundle, thresholds=thresholds, source=source)
         with self._cond:
             old, self._current = self._current, new
             if old is not None:

@@ -6,7 +6,9 @@ its cause (rate-limited) and counted by ``<topic kind>:<reason>`` in ``stats.inv
 
 - ``bin`` starts a presentation on its camera (handed to the inference pipeline);
 - ``manifest/<bin_id>`` of this site updates the manifest store;
-- ``cmd/<name>`` goes to the command handler (:mod:`agent.commands`).
+- ``cmd/<name>`` goes to the command handler (:mod:`agent.commands`);
+- ``model/desired`` (the device's, its groups', the fleet's) goes to the updater
+  (:mod:`agent.update.updater`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from agent.intake.presentations import Presentation
 from contract.base import ContractError
@@ -29,11 +31,21 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MAX_PAYLOAD", "MessageHandler", "Refusals"]
 
-MAX_PAYLOAD = {"bin": 64 * 1024, "cmd": 64 * 1024, "manifest": 256 * 1024}
+MAX_PAYLOAD = {
+    "bin": 64 * 1024,
+    "cmd": 64 * 1024,
+    "manifest": 256 * 1024,
+    "model_desired": 16 * 1024,
+    "group_desired": 16 * 1024,
+    "fleet_desired": 16 * 1024,
+}
 _WARN_EVERY_S = 5.0
 
 CommandHandler = Callable[[str, str, bytes], None]
 """``(topic, name, payload)`` of a ``cmd/<name>`` message."""
+
+DesiredHandler = Callable[[str, str, bytes], None]
+"""``(scope, topic, payload)`` of a desired-model message; scope ``device``, ``group:<g>`` or ``fleet``."""
 
 
 class Refusals:
@@ -71,6 +83,7 @@ class MessageHandler:
         start_presentation: Callable[[Presentation], None],
         on_command: CommandHandler,
         refuse: Refusals,
+        on_desired: Optional[DesiredHandler] = None,
     ) -> None:
         self.prefix = prefix
         self.site = site
@@ -80,6 +93,7 @@ class MessageHandler:
         self.start_presentation = start_presentation
         self.on_command = on_command
         self.refuse = refuse
+        self.on_desired = on_desired
 
     def handle(self, topic: str, payload: bytes) -> None:
         try:
@@ -101,6 +115,9 @@ class MessageHandler:
                 self._bin(topic, payload)
             elif kind == "cmd" and info.arg is not None:
                 self.on_command(topic, info.arg, payload)
+            elif kind in ("model_desired", "group_desired", "fleet_desired") and self.on_desired is not None:
+                scope = {"model_desired": "device", "fleet_desired": "fleet"}.get(kind, f"group:{info.arg}")
+                self.on_desired(scope, topic, payload)
             else:
                 log.debug("ignoring message on %s (%s)", topic, kind)
         except Exception as e:

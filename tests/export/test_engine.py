@@ -84,7 +84,7 @@ def test_build_engine_and_sidecar(bundle_dir: Path, tmp_path: Path, precision: s
     from agent.surface import decode_jpeg, preprocess
     from contract.card import load_card
     from contract.files import sha256_file
-    from export.golden import compare_golden, load_golden, softmax
+    from contract.golden import compare_golden, load_golden, softmax
 
     out = tmp_path / f"m.{precision}.engine"
     cache = tmp_path / "timing.cache"

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from export.golden import load_golden
+from contract.golden import load_golden
 from tests.export.conftest import invoke
 
 

@@ -4,7 +4,8 @@ After installing a bundle the agent runs these images through whatever it built 
 ONNX Runtime INT8, ...) and compares the distributions with the FP32 reference before switching to
 the new model. Tolerances per precision are stored with the set.
 
-Pure logic (stdlib, pydantic via ``contract``): no numpy, ONNX or torch.
+Pure logic (stdlib, pydantic): no numpy, ONNX or torch. Written by ``binwatch export bundle``, checked
+by the agent before it switches to a new model (:mod:`agent.inference.model_store`).
 """
 
 from __future__ import annotations

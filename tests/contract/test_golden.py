@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from export.golden import GoldenItem, GoldenSet, compare_golden, softmax
+from contract.golden import GoldenItem, GoldenSet, compare_golden, softmax
 
 SHA = "0" * 64
 

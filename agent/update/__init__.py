@@ -1,0 +1,1 @@
+"""Fleet updates on the device: follow the desired model, fetch, verify, load, switch, report."""
