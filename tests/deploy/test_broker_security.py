@@ -67,22 +67,9 @@ def run_script(*args: str | Path, check: bool = True) -> subprocess.CompletedPro
     return done
 
 
-def make_pki(out: Path, *extra: str) -> Path:
-    run_script(
-        MAKE_PKI,
-        "--host",
-        "broker.binwatch.test",
-        "--device",
-        "dc1/d1:aisle-a",
-        "--device",
-        "dc1/d2",
-        "--device",
-        "dc2/d3",
-        "--client-cert",
-        "dc1/d1",
-        *extra,
-        out,
-    )
+def make_pki(out: Path) -> Path:
+    devices = ("--device", "dc1/d1:aisle-a", "--device", "dc1/d2", "--device", "dc2/d3")
+    run_script(MAKE_PKI, "--host", "broker.binwatch.test", *devices, "--client-cert", "dc1/d1", out)
     return out
 
 
@@ -240,7 +227,7 @@ class Client:
             self.received.append(Received(msg.topic, bytes(msg.payload)))
             self.cond.notify_all()
 
-    def _wait(self, what: str, ready) -> None:
+    def wait_until(self, what: str, ready) -> None:
         with self.cond:
             if not self.cond.wait_for(ready, timeout=WAIT_S):
                 raise AssertionError(f"timed out after {WAIT_S}s waiting for {what}")
@@ -249,7 +236,7 @@ class Client:
         """The CONNACK's reason code; ConnectionError when the broker closes without one."""
         self.client.connect(**connect_kwargs(self.cfg))
         self.client.loop_start()
-        self._wait("CONNACK", lambda: self.connack is not None or self.dropped)
+        self.wait_until("CONNACK", lambda: self.connack is not None or self.dropped)
         if self.connack is None:
             raise ConnectionError("the broker closed the connection without a CONNACK")
         return self.connack
@@ -257,16 +244,16 @@ class Client:
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> ReasonCode:
         """Publish at QoS 1 and return the PUBACK's reason code."""
         info = self.client.publish(topic, payload, qos=1, retain=retain)
-        self._wait(f"PUBACK of {topic}", lambda: info.mid in self.acks)
+        self.wait_until(f"PUBACK of {topic}", lambda: info.mid in self.acks)
         return self.acks[info.mid]
 
     def subscribe(self, *filters: str) -> list[ReasonCode]:
         _, mid = self.client.subscribe([(f, 1) for f in filters])
-        self._wait(f"SUBACK of {filters}", lambda: mid in self.subacks)
+        self.wait_until(f"SUBACK of {filters}", lambda: mid in self.subacks)
         return self.subacks[mid]
 
     def wait_for(self, topic: str, payload: bytes) -> None:
-        self._wait(f"{payload!r} on {topic}", lambda: Received(topic, payload) in self.received)
+        self.wait_until(f"{payload!r} on {topic}", lambda: Received(topic, payload) in self.received)
 
     def got(self, payload: bytes) -> list[str]:
         """Topics on which ``payload`` arrived."""
@@ -593,34 +580,73 @@ def test_mutual_tls_refuses_a_client_without_certificate(pki: Path, tmp_path: Pa
 # --- operations: adding a device is a new password line, a new ACL and a reload -------------------
 
 
-def test_adding_a_device_takes_a_reload(pki: Path, tmp_path: Path) -> None:
+def test_reload_adds_and_removes_devices(pki: Path, tmp_path: Path) -> None:
+    """docs/broker.md, "Day-to-day": a new password line and a regenerated ACL take effect on
+    SIGHUP; a connected device whose user is gone is disconnected; one that stays keeps its
+    connection under the new rules."""
     mine = tmp_path / "pki"
     shutil.copytree(pki, mine)
     b = Broker(tmp_path / "broker", mine)
     b.start()
+    connected: dict[str, Client] = {}
     try:
+        for user in ("dc1/d2", "dc2/d3"):
+            cfg = client_config(b, user)
+            connected[user] = Client(make_client(cfg, user.replace("/", "-")), cfg)
+            assert not connected[user].connect().is_failure
         password = tmp_path / "d9.password"
         password.write_text("s3cret-d9\n")
         cfg = client_config(b, "dc1/d9", password_file=password)
         subprocess.run(["mosquitto_passwd", "-b", mine / "passwd", "dc1/d9", "s3cret-d9"], check=True)
-        run_script(
-            MAKE_ACL,
-            *("--device", "dc1/d1:aisle-a", "--device", "dc1/d2", "--device", "dc2/d3", "--device", "dc1/d9"),
-            *("-o", mine / "acl"),
-        )
+        subprocess.run(["mosquitto_passwd", "-D", mine / "passwd", "dc1/d2"], check=True)
+        # d2 is removed; d3 keeps its password but loses its ACL block; d9 is new
+        run_script(MAKE_ACL, "--device", "dc1/d1:aisle-a", "--device", "dc1/d9", "-o", mine / "acl")
         assert try_connect(b, cfg).is_failure  # not before the reload
+        assert not connected["dc2/d3"].publish(D3.status, b"before").is_failure
         b.reload()
         deadline = time.monotonic() + WAIT_S
         while try_connect(b, cfg).is_failure:
             assert time.monotonic() < deadline, "dc1/d9 still refused after SIGHUP"
             time.sleep(0.1)
-        c = Client(make_client(cfg, "d9"), cfg)
-        try:
-            c.connect()
-            assert not c.publish(Topics("dc1", "d9").status, b"online").is_failure
-            assert c.publish(D1.status, b"x").value == NOT_AUTHORIZED
-        finally:
+        connected["dc1/d2"].wait_until(
+            "the removed device to be disconnected", lambda: connected["dc1/d2"].dropped
+        )
+        assert connected["dc2/d3"].publish(D3.status, b"after").value == NOT_AUTHORIZED
+        assert not connected["dc2/d3"].dropped
+        d9 = Client(make_client(cfg, "d9"), cfg)
+        connected["dc1/d9"] = d9
+        d9.connect()
+        assert not d9.publish(Topics("dc1", "d9").status, b"online").is_failure
+        assert d9.publish(D1.status, b"x").value == NOT_AUTHORIZED
+    finally:
+        for c in connected.values():
             c.close()
+        b.stop()
+
+
+def test_retained_state_survives_a_broker_restart(pki: Path, tmp_path: Path) -> None:
+    """``persistence true``: a desired model set before a restart still reaches the device after it."""
+    b = Broker(tmp_path / "broker", pki)
+    b.start()
+    try:
+        cfg = client_config(b, DEPLOY)
+        deploy = Client(make_client(cfg, "deploy"), cfg)
+        try:
+            assert not deploy.connect().is_failure
+            desired = token()
+            assert not deploy.publish(D1.model_desired, desired, retain=True).is_failure
+        finally:
+            deploy.close()
+        b.stop()  # SIGTERM: mosquitto writes its database
+        b.start()
+        cfg = client_config(b, "dc1/d1")
+        d1 = Client(make_client(cfg, "d1"), cfg)
+        try:
+            assert not d1.connect().is_failure
+            d1.subscribe(D1.model_desired)
+            d1.wait_for(D1.model_desired, desired)
+        finally:
+            d1.close()
     finally:
         b.stop()
 
@@ -629,7 +655,7 @@ def test_adding_a_device_takes_a_reload(pki: Path, tmp_path: Path) -> None:
 
 
 def test_why_the_acl_uses_no_patterns(tmp_path: Path) -> None:
-    """What mosquitto does with ``pattern`` lines (docs/broker.md, "Why no patterns"):
+    """What mosquitto does with ``pattern`` lines (docs/broker.md, "Why each device is spelled out"):
 
     - ``%c`` is the client id, which the client chooses: d2 connecting as client id ``dc1/d1``
       gets d1's pattern rights;
