@@ -134,6 +134,11 @@ class UpdateConfig(_Section):
     keep_versions: int = Field(default=3, ge=1, le=50, description="bundle versions kept on disk")
     retry_min_s: float = Field(default=5.0, gt=0, description="first retry after a failed update")
     retry_max_s: float = Field(default=600.0, gt=0, description="retry delay cap")
+    trial_s: float = Field(default=120.0, ge=0, description="after a switch, health is watched this long")
+    trial_restarts: int = Field(
+        default=2, ge=1, description="agent starts within a trial that mean a crash loop: go back"
+    )
+    trial_max_errors: int = Field(default=3, ge=1, description="inference errors that fail a trial")
 
     @field_validator("groups")
     @classmethod

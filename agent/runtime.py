@@ -9,9 +9,7 @@ The flow (docs/architecture.md has the whole route of a frame)::
     web/        local HTTP: /healthz /readyz /metrics /v1/count
 
 Each part gets its collaborators here, as constructor arguments; none of them holds the runtime.
-Threads (all loops wait on the stop event with timeouts): capture (one per camera) and its
-watchdog, ``inference``, ``delivery``, ``housekeeping``, the MQTT link's publisher and dispatcher,
-the HTTP server and the optional bundle watcher.
+Every loop waits on the stop event with a timeout.
 """
 
 from __future__ import annotations
@@ -234,16 +232,14 @@ class Runtime:
         refuse = Refusals(self.metrics)
         u = cfg.update
         self.updater: Optional[Updater] = (
-            Updater(
+            Updater.from_section(
+                u,
                 store=self.store,
                 report=self.model_state,
-                staging=self.state_dir / "updates",
-                max_bytes=u.max_bytes,
-                timeout_s=u.timeout_s,
-                keep_versions=u.keep_versions,
-                retry_min_s=u.retry_min_s,
-                retry_max_s=u.retry_max_s,
+                state_dir=self.state_dir,
                 stop_event=self.stop_event,
+                healthy=lambda: self.endpoints.health()[0],
+                errors=lambda: self.metrics.counts.get("error:inference", 0),
                 refuse=refuse,
             )
             if u.enabled
@@ -305,8 +301,15 @@ class Runtime:
             self.http = AgentHttpServer(self.endpoints, h.host, h.port, h.max_body_bytes)
             self.http.start()
             (self.state_dir / "http.url").write_text(self.http.url + "\n")
-        if self.cfg.model.bundle is not None:
-            self.store.load(self.cfg.model.bundle)
+        bundle = self.cfg.model.bundle
+        if self.updater is not None:
+            bundle = self.updater.boot(
+                bundle
+            )  # the last installed update, or the previous after a crash loop
+        if bundle is not None:
+            self.store.load(bundle)
+            if self.updater is not None:
+                self.updater.report_boot()
         elif self.cfg.model.backend == "fake":
             raise ModelLoadError("the fake backend needs a bundle folder with card.json (model.bundle)")
         self.metrics.model_ready.set(1)

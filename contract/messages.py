@@ -322,7 +322,8 @@ class ModelDesired(Versioned):
     """Retained ``model/desired`` (device, group or fleet topic), written by ``binwatch deploy``."""
 
     SCHEMA = "binwatch.model_desired"
-    VERSION = 1
+    VERSION = 2
+    OLDER_VERSIONS = (1,)  # version 1 had no ``rollback``: read as ``rollback: false``
 
     version: U63 = Field(description="monotonic; the agent refuses versions older than it runs")
     bundle_url: Uri = Field(description="file path, file:// or http(s):// URL of the bundle")
@@ -331,6 +332,9 @@ class ModelDesired(Versioned):
         description="base64 ed25519 signature over the bundle manifest's canonical bytes (= MANIFEST.sig)"
     )
     rollout_id: Optional[Ref] = None
+    rollback: bool = Field(
+        default=False, description="go back to this (older) version: the agent accepts it although not newer"
+    )
 
 
 class ModelReported(Versioned):

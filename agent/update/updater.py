@@ -10,7 +10,12 @@ running model, the ``model-update`` thread:
    trust list, builds or loads the engine, warms up, checks the golden set, and only then switches
    (the old model serves until that moment; a failed load leaves it running). Each of those steps
    is reported on ``model/reported`` by the store, with the rollout id;
-3. keeps the last ``update.keep_versions`` bundles on disk.
+3. keeps the last ``update.keep_versions`` bundles on disk;
+4. watches the new model for ``update.trial_s`` (:class:`TrialPolicy`): a failed health check or
+   ``trial_max_errors`` inference errors roll it back to the previous bundle (``rolled_back``);
+   so does a crash loop, caught at the next start (:mod:`agent.update.trial`). A desired state with
+   ``rollback: true`` may name an older version; a bundle that was refused or rolled back is not
+   tried again for the same rollout.
 
 A desired state it cannot act on (not newer, a version that does not match the bundle, an
 unreachable server, a full disk, a bad signature) is reported as ``failed`` with the reason; fetch
@@ -22,18 +27,34 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
-from agent.inference.model_store import ModelLoadError, ModelStore
+from agent.inference.model_store import LoadedModel, ModelLoadError, ModelStore
 from agent.update.fetch import FetchError, fetch_bundle
+from agent.update.trial import Installed, UpdateState
 from contract.base import ContractError
 from contract.messages import ModelDesired
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Updater"]
+__all__ = ["TrialPolicy", "Updater"]
+
+
+@dataclass(frozen=True)
+class TrialPolicy:
+    """How a new model is watched after the switch: ``seconds`` of trial, the agent's health
+    (``healthy``), inference errors so far (``errors``; ``max_errors`` new ones fail the trial), and
+    ``restarts`` starts within a trial that mean a crash loop."""
+
+    seconds: float
+    healthy: Callable[[], bool]
+    errors: Callable[[], int]
+    max_errors: int = 3
+    restarts: int = 2
 
 
 class UpdateReporter(Protocol):
@@ -60,6 +81,8 @@ class Updater:
         retry_min_s: float,
         retry_max_s: float,
         stop_event: threading.Event,
+        state: UpdateState,
+        trial: TrialPolicy,
         refuse: Optional[Callable[[str, str, str, str], None]] = None,
     ) -> None:
         self.store = store
@@ -71,12 +94,46 @@ class Updater:
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
         self.stop_event = stop_event
         self.refuse = refuse
+        self.state = state
+        self.trial = trial
+        self._trial_errors = trial.errors()
+        self._boot_rollback: Optional[tuple[int, str, Optional[str]]] = None
         self._cond = threading.Condition()
         self._desired: dict[str, ModelDesired] = {}
         self._done: Optional[tuple[int, str, Optional[str]]] = None  # last desired acted on
         self._failures = 0
         self.applied = 0
         self.failed = 0
+
+    @classmethod
+    def from_section(
+        cls,
+        u: Any,
+        *,
+        store: ModelStore,
+        report: UpdateReporter,
+        state_dir: Path,
+        stop_event: threading.Event,
+        healthy: Callable[[], bool],
+        errors: Callable[[], int],
+        refuse: Optional[Callable[[str, str, str, str], None]] = None,
+    ) -> Updater:
+        """An updater configured by the agent's ``update:`` section ``u``, keeping its files under
+        ``<state_dir>/updates``."""
+        return cls(
+            store=store,
+            report=report,
+            staging=state_dir / "updates",
+            max_bytes=u.max_bytes,
+            timeout_s=u.timeout_s,
+            keep_versions=u.keep_versions,
+            retry_min_s=u.retry_min_s,
+            retry_max_s=u.retry_max_s,
+            stop_event=stop_event,
+            state=UpdateState(state_dir / "updates" / "state.json"),
+            trial=TrialPolicy(u.trial_s, healthy, errors, u.trial_max_errors, u.trial_restarts),
+            refuse=refuse,
+        )
 
     # -- MQTT dispatcher thread -------------------------------------------------------------------
     def on_desired(self, scope: str, topic: str, payload: bytes) -> None:
@@ -116,6 +173,7 @@ class Updater:
                 self._cond.wait(timeout=max(0.2, delay) if delay else 0.5)
             if self.stop_event.is_set():
                 return
+            self.check_trial()
             desired = self.effective()
             if desired is None or self._identity(desired) == self._done:
                 delay = 0.0
@@ -144,7 +202,10 @@ class Updater:
         if current is not None and desired.version == running:
             self._done = self._identity(desired)
             return True
-        if desired.version < running:
+        if (desired.sha256, desired.rollout_id) in self.state.refused:
+            self._done = self._identity(desired)  # refused or rolled back before: reported then
+            return False
+        if desired.version < running and not desired.rollback:
             self._done = self._identity(desired)
             self._fail(desired, f"version {desired.version} is not newer than the running version {running}")
             return False
@@ -158,16 +219,78 @@ class Updater:
             timeout_s=self.timeout_s,
         )
         self._done = self._identity(desired)
+        previous = self._installed(current)
         try:
             model = self.store.load(path, expect_version=desired.version, expect_signature=desired.signature)
         except ModelLoadError as e:
             self.failed += 1
+            self.state.refuse((desired.sha256, desired.rollout_id))
             log.error("update to version %d refused: %s", desired.version, e)
             return False
+        new = Installed(str(path), desired.version, desired.rollout_id)
+        self.state.switched(new, None if desired.rollback else previous, self.trial.seconds)
+        self._trial_errors = self.trial.errors()
         self.applied += 1
         log.info("updated to %s v%d (rollout %s)", model.card.name, model.card.version, desired.rollout_id)
         self.prune()
         return True
+
+    @staticmethod
+    def _installed(model: Optional[LoadedModel]) -> Optional[Installed]:
+        if model is None or model.source is None:
+            return None
+        return Installed(str(model.source), model.card.version)
+
+    # -- the trial after a switch -----------------------------------------------------------------
+    def check_trial(self) -> None:
+        """Roll back a model in its trial window that fails a health check; close the trial when
+        the window has passed."""
+        trial = self.state.trial
+        if trial is None:
+            return
+        errors = self.trial.errors() - self._trial_errors
+        if not self.trial.healthy():
+            self.rollback("the agent failed its health check (/healthz) during the trial")
+        elif errors >= self.trial.max_errors:
+            self.rollback(f"{errors} inference errors during the trial")
+        elif time.time() >= trial.until:
+            self.state.confirm()
+            log.info("model version %d passed its trial", trial.version)
+
+    def rollback(self, reason: str) -> bool:
+        """Go back to the previous bundle; report ``rolled_back`` for the failed version."""
+        failed, previous = self.state.current, self.state.previous
+        if failed is None or previous is None:
+            self.state.confirm()
+            return False
+        self.report.rollout_id = failed.rollout_id
+        try:
+            self.store.load(Path(previous.source))
+        except ModelLoadError as e:
+            log.error(
+                "rollback to version %d failed (%s); keeping version %d", previous.version, e, failed.version
+            )
+            self.state.confirm()
+            return False
+        self.state.rolled_back((Path(failed.source).stem, failed.rollout_id))
+        self.report.rollout_id = failed.rollout_id
+        self.report(failed.version, "rolled_back", f"{reason}; version {previous.version} is running again")
+        log.error("rolled back from version %d to %d: %s", failed.version, previous.version, reason)
+        return True
+
+    def boot(self, configured: Optional[Path]) -> Optional[Path]:
+        """The bundle to load at start: the one the updater installed last, or the configured one;
+        after a crash loop in a trial, the previous one (reported once the model is loaded)."""
+        bundle, self._boot_rollback = self.state.boot(configured, self.trial.restarts)
+        return bundle
+
+    def report_boot(self) -> None:
+        """After the start's model load: report a crash-loop rollback decided by :meth:`boot`."""
+        if self._boot_rollback is not None:
+            version, reason, rollout_id = self._boot_rollback
+            self.report.rollout_id = rollout_id
+            self.report(version, "rolled_back", reason)
+            self._boot_rollback = None
 
     def _fail(self, desired: ModelDesired, reason: str) -> None:
         self.failed += 1

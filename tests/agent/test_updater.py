@@ -26,7 +26,8 @@ from agent.inference.backends.onnxruntime_backend import OnnxRuntimeBackend
 from agent.inference.bundle_checks import BundleChecks
 from agent.inference.model_store import ModelStore
 from agent.update.fetch import FetchError, fetch_bundle
-from agent.update.updater import Updater
+from agent.update.trial import UpdateState
+from agent.update.updater import TrialPolicy, Updater
 from contract.bundle import build_manifest, write_manifest
 from contract.files import sha256_file
 from contract.golden import GoldenItem, GoldenSet
@@ -142,8 +143,15 @@ def _updater(store: ModelStore, reporter: RecordingReporter, tmp_path: Path, **k
         max_bytes=10 << 20, timeout_s=5.0, keep_versions=2, retry_min_s=0.05, retry_max_s=0.2
     )
     opts.update(kw)
+    opts.setdefault("trial", TrialPolicy(seconds=0.0, healthy=lambda: True, errors=lambda: 0))
+    state = UpdateState(tmp_path / "updates" / "state.json")
     return Updater(
-        store=store, report=reporter, staging=tmp_path / "updates", stop_event=threading.Event(), **opts
+        store=store,
+        report=reporter,
+        staging=tmp_path / "updates",
+        stop_event=threading.Event(),
+        state=state,
+        **opts,
     )
 
 
@@ -357,3 +365,145 @@ def test_a_running_agent_updates_from_a_retained_desired_state(
         lambda: (r := reported()) is not None and r.rollout_id == "roll-2" and r.state == "failed"
     )
     assert "trust list" in (reported() or r).detail and rt.store.current.card.version == 2
+
+
+# -- the trial after a switch, rollback, crash loop ----------------------------------------------------
+
+
+def test_a_model_failing_its_trial_is_rolled_back_and_not_tried_again(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    reporter = RecordingReporter()
+    store = _store(reporter, tmp_path, [keys["fleet"].with_suffix(".pub")])
+    v1 = _tar(_bundle(tmp_path, 1, keys["fleet"]))
+    store.load(v1)
+    errors = [0]
+    trial = TrialPolicy(seconds=60.0, healthy=lambda: True, errors=lambda: errors[0], max_errors=3)
+    up = _updater(store, reporter, tmp_path, trial=trial)
+    v2 = _desired(_tar(_bundle(tmp_path, 2, keys["fleet"])), 2, "r2")
+    assert up.apply(v2) and store.current.card.version == 2
+    up.check_trial()  # healthy, within the window: nothing happens
+    assert store.current.card.version == 2 and up.state.trial is not None
+    errors[0] = 3  # the new model starts failing
+    up.check_trial()
+    assert store.current.card.version == 1
+    assert reporter.last()[:2] == (2, "rolled_back") and "3 inference errors" in reporter.last()[2]
+    assert reporter.last()[3] == "r2"
+    assert not up.apply(v2) and store.current.card.version == 1  # the same rollout is not retried
+    # the state survives a restart: a fresh updater on the same state dir refuses it too
+    again = _updater(store, RecordingReporter(), tmp_path)
+    assert not again.apply(v2)
+
+
+def test_a_passed_trial_is_confirmed_and_rollback_desired_may_go_back(
+    tmp_path: Path, keys: dict[str, Path]
+) -> None:
+    reporter = RecordingReporter()
+    store = _store(reporter, tmp_path, [keys["fleet"].with_suffix(".pub")])
+    v1_tar = _tar(_bundle(tmp_path, 1, keys["fleet"]))
+    store.load(v1_tar)
+    up = _updater(store, reporter, tmp_path, trial=TrialPolicy(0.0, lambda: True, lambda: 0))
+    assert up.apply(_desired(_tar(_bundle(tmp_path, 2, keys["fleet"])), 2, "r2"))
+    up.check_trial()
+    assert up.state.trial is None and store.current.card.version == 2
+    back = _desired(v1_tar, 1, "r3").model_copy(update={"rollback": True})
+    assert up.apply(back) and store.current.card.version == 1
+
+
+@pytest.mark.mqtt
+def test_a_crash_loop_after_a_switch_goes_back_on_the_next_start(
+    mosquitto: Any, tmp_path: Path, keys: dict[str, Path], synth_bins: Path
+) -> None:
+    """The process is killed (SIGKILL) twice right after switching to version 2; the next start
+    runs version 1 again and reports ``rolled_back``."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.hw import REPO
+
+    v1 = _bundle(tmp_path, 1, keys["fleet"])
+    v2 = _tar(_bundle(tmp_path, 2, keys["fleet"]))
+    state = tmp_path / "state"
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "agent": {"site": "s1", "device": "d1", "state_dir": str(state)},
+                "mqtt": {"broker": mosquitto.url, "reconnect_min_delay": 0.2, "reconnect_max_delay": 1.0},
+                "model": {
+                    "bundle": str(v1),
+                    "backend": "onnxruntime",
+                    "threads": 1,
+                    "trusted_keys": [str(keys["fleet"].with_suffix(".pub"))],
+                },
+                "update": {"trial_s": 600, "trial_restarts": 2},
+                "cameras": [
+                    {
+                        "name": "replay",
+                        "source": str(synth_bins),
+                        "kind": "replay",
+                        "loop": True,
+                        "replay_rate": 20,
+                    }
+                ],
+                "http": {"port": 0},
+            }
+        )
+    )
+    publish(
+        mosquitto.url,
+        "binwatch/v1/s1/d1/model/desired",
+        _desired(v2, 2, "roll-9").to_json_bytes(),
+        retain=True,
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    log = (tmp_path / "agent.log").open("ab")
+
+    def reported() -> Optional[ModelReported]:
+        raw = retained(mosquitto.url, "binwatch/v1/s1/d1/model/reported")
+        return ModelReported.parse(raw) if raw else None
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "-c", str(config)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+
+    procs = []
+    try:
+        for _ in range(2):  # runs version 2 (switched, then started again inside the trial), then dies
+            p = start()
+            procs.append(p)
+            assert wait_until(
+                lambda: (r := reported()) is not None and r.state == "active" and r.version == 2, timeout=60
+            )
+            p.send_signal(signal.SIGKILL)
+            p.wait(10)
+            publish(
+                mosquitto.url, "binwatch/v1/s1/d1/model/reported", b"", retain=True
+            )  # clear, to see the next
+        p = start()
+        procs.append(p)
+        assert wait_until(lambda: (r := reported()) is not None and r.state == "rolled_back", timeout=60)
+        r = reported()
+        assert r is not None and r.version == 2 and "crash loop" in r.detail and r.rollout_id == "roll-9"
+        status = wait_until(
+            lambda: (
+                (s := json.loads(retained(mosquitto.url, "binwatch/v1/s1/d1/status") or b"{}"))
+                and (s.get("model") or {}).get("version") == 1
+                and s
+            ),
+            timeout=30,
+        )
+        assert status, "the agent should run version 1 after the crash loop"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)
+        log.close()

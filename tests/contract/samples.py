@@ -113,12 +113,13 @@ EXAMPLES: dict[type[Versioned], dict[str, Any]] = {
     },
     ModelDesired: {
         "schema": "binwatch.model_desired",
-        "schema_version": 1,
+        "schema_version": 2,
         "version": 8,
         "bundle_url": "https://models.example/bins-r18-v8.tar",
         "sha256": SHA_B,
         "signature": SIG,
         "rollout_id": "r-2024-05-01",
+        "rollback": False,
     },
     ModelReported: {
         "schema": "binwatch.model_reported",

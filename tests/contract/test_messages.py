@@ -401,3 +401,12 @@ def test_command_args_are_json_without_nan_or_deep_nesting() -> None:
 def test_command_result_ok_is_a_boolean() -> None:
     assert "ok" in _refused(CommandResult, {"request_id": "r", "ok": "yes"})
     assert CommandResult.parse({"request_id": "r", "ok": False}).data == {}
+
+
+def test_model_desired_version_1_is_read_as_version_2_without_rollback() -> None:
+    v1 = example(ModelDesired)
+    del v1["rollback"]
+    v1["schema_version"] = 1
+    desired = ModelDesired.parse(json.dumps(v1))
+    assert desired.schema_version == 2 and desired.rollback is False
+    assert ModelDesired.parse({**example(ModelDesired), "rollback": True}).rollback is True
