@@ -1,7 +1,10 @@
-"""``binwatch deploy``: signing keys, and signing and verifying model bundles (docs/deploy.md).
+"""``binwatch deploy``: signing keys, signing and verifying model bundles, and pushing them to the
+fleet (serve, push, status, rollback: :mod:`deploy.fleet_cli`, :mod:`deploy.push_cli`); see
+docs/deploy.md.
 
-Only typer, rich and the stdlib at module level; ``cryptography`` (through ``contract.signing``) is
-imported inside the commands, so ``binwatch deploy --help`` stays light.
+Only typer, rich and the stdlib at module level; ``cryptography`` (through ``contract.signing``),
+paho, starlette and uvicorn are imported inside the commands, so ``binwatch deploy --help`` stays
+light.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from pathlib import Path
 import typer
 
 from binwatch.cliutil import cannot_write, fail, missing_extra
+from deploy.fleet_cli import rollback_cmd, serve_cmd, status_cmd
+from deploy.push_cli import push_cmd
 
 app = typer.Typer(
-    help="Ship models to the fleet: signing keys, and signing and verifying bundles.",
+    help="Ship models to the fleet: signing keys, signing and verifying bundles, serving and "
+    "pushing them to devices in stages, fleet status and rollback.",
     no_args_is_help=True,
 )
 
@@ -166,3 +172,9 @@ def verify_cmd(
                 _print_problems(e.problems)
                 raise fail(f"{bundle}: refused ({len(e.problems)} problem(s) above)", 1) from e
     typer.echo(f"ok: signed by {signer} ({files[signer]}); every file matches MANIFEST.json")
+
+
+app.command("serve")(serve_cmd)
+app.command("push")(push_cmd)
+app.command("status")(status_cmd)
+app.command("rollback")(rollback_cmd)
