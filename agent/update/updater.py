@@ -184,7 +184,7 @@ class Updater:
             except FetchError as e:
                 self._failures += 1
                 delay = min(self.retry_max_s, self.retry_min_s * 2 ** (self._failures - 1))
-                self._fail(desired, f"{e} (retry in {delay:.0f} s)")
+                self._fail(desired, f"{e} (retry in {delay:.1f} s)")
                 self.stop_event.wait(delay)
             except Exception:
                 log.exception("model update failed unexpectedly; the running model stays")
