@@ -55,6 +55,9 @@ def push_cmd(
         "0", "--max-failures", help="Failures tolerated: a count (0: none) or a fraction (0.1, 10%)."
     ),
     stage_timeout: float = typer.Option(600.0, "--stage-timeout", min=0.1, help="Seconds per stage."),
+    soak: float = typer.Option(
+        0.0, "--soak", min=0.0, help="Seconds to keep watching a passed stage (the agents' update.trial_s)."
+    ),
     state_file: Optional[Path] = typer.Option(
         None, "--state", help="Rollout state file (default: ./.binwatch-rollouts/<rollout id>.json)."
     ),
@@ -91,7 +94,8 @@ def push_cmd(
             if site is None:
                 raise InputError("--site is required")
             cfg = broker_config(broker, prefix, *creds)
-            opts = dict(canary=canary, stages=stages, max_failures=max_failures, stage_timeout=stage_timeout)
+            opts = dict(canary=canary, stages=stages, max_failures=max_failures)
+            opts.update(stage_timeout=stage_timeout, soak=soak)
             targets = dict(devices=devices, group=group, all_devices=all_devices, inventory=inventory)
             where = dict(publish_dir=publish_dir, url_base=url_base, url=bundle_url)
             state, path, link = _new(bundle, site, cfg, wait, opts, targets, where, state_file)
@@ -239,6 +243,7 @@ def _initial_state(
         max_failures=max_failures,
         allowed_failures=allowed_failures(max_failures, len(devices)),
         stage_timeout_s=opts["stage_timeout"],
+        soak_s=opts["soak"],
         devices={d: DeviceRecord(stage=i) for i, stage in enumerate(stages) for d in stage},
         skipped=skipped,
     )
@@ -295,5 +300,5 @@ def _announce(out: Console, state: Any, path: Path) -> None:
         out.print(f"skipped {device} ({why}): push to it once it is online")
     out.print(
         f"tolerated failures: {state.allowed_failures}; stage timeout {state.stage_timeout_s:g} s; "
-        f"state: {path}"
+        f"soak {state.soak_s:g} s; state: {path}"
     )

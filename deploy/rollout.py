@@ -89,23 +89,34 @@ class Rollout:
             if not st.devices[device].moved:
                 self._move(device)
         deadline = time.monotonic() + st.stage_timeout_s
+        soak_end: Optional[float] = None
         while True:
-            for device in self._pending(devices):
+            for device in self._watched(index):
                 self._check(device)
             self.view.update()
             reason = self._halt_reason(devices, canary=index == 0 and st.canary > 0)
-            pending = self._pending(devices)
-            if reason or not pending:
+            if reason:
                 return reason
-            left = deadline - time.monotonic()
-            if left <= 0:
+            pending, now = self._pending(devices), time.monotonic()
+            if not pending:  # every device decided: watch them --soak seconds more (the agents' trial)
+                soak_end = now + st.soak_s if soak_end is None else soak_end
+                if now >= soak_end:
+                    return ""
+                self.link.wait(min(self.poll_s, soak_end - now))
+            elif now >= deadline:
                 for device in pending:
                     self._decide(device, "timeout", f"no result within {st.stage_timeout_s:g} s")
-                continue
-            self.link.wait(min(self.poll_s, left))
+            else:
+                self.link.wait(min(self.poll_s, deadline - now))
 
     def _pending(self, devices: list[str]) -> list[str]:
         return [d for d in devices if self.state.devices[d].result == "pending"]
+
+    def _watched(self, index: int) -> list[str]:
+        """The devices of this stage and the earlier ones that are pending or active: an active
+        device that rolls back later (the agent's trial window) still counts as a failure."""
+        devices = [d for stage in self.state.stages[: index + 1] for d in stage]
+        return [d for d in devices if self.state.devices[d].result in ("pending", "active")]
 
     def _halt_reason(self, devices: list[str], *, canary: bool) -> str:
         st = self.state
@@ -142,15 +153,24 @@ class Rollout:
         return bool(reports) and reports[-1].state == "active" and reports[-1].version == version
 
     def _check(self, device: str) -> None:
-        """Decide from the device's latest report that carries this rollout's id."""
+        """Decide from the device's latest report that carries this rollout's id: ``active`` on the
+        version decides a pending device; ``failed`` or ``rolled_back`` fails a pending or active one."""
         st = self.state
         for report in reversed(self.link.reports(device)):
             if report.rollout_id != st.rollout_id:
                 continue
-            if report.state == "active" and report.version == st.bundle.version:
-                self._decide(device, "active", f"active on version {report.version}")
-            elif report.state in ("failed", "rolled_back"):
-                self._decide(device, "failed", report.detail or report.state)
+            if report.state == "failed":
+                self._decide(device, "failed", report.detail or "failed")
+            elif report.state == "rolled_back":
+                self._decide(
+                    device, "failed", f"rolled back: {report.detail}" if report.detail else "rolled back"
+                )
+            elif (
+                report.state == "active"
+                and report.version == st.bundle.version
+                and st.devices[device].result == "pending"
+            ):
+                self._decide(device, "active", f"version {report.version}")
             return
 
     def _decide(self, device: str, result: str, detail: str) -> None:
@@ -159,7 +179,7 @@ class Rollout:
         rec.detail = detail
         rec.ts = now_text()
         self._save()
-        self.view.event(f"{device}: {result}: {detail}")
+        self.view.event(f"{device}: {result} ({detail})")
 
     # -- rolling back -----------------------------------------------------------------------------
     def rollback(self, reason: Optional[str] = None) -> list[str]:

@@ -71,6 +71,7 @@ class RolloutState(_Model):
     max_failures: float
     allowed_failures: int
     stage_timeout_s: float
+    soak_s: float = Field(default=0.0, description="seconds a passed stage is watched for roll-backs")
     status: Status = "running"
     halt_reason: str = ""
     devices: dict[str, DeviceRecord]

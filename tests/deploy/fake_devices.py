@@ -4,7 +4,8 @@ seam, on a real mosquitto.
 ``FakeDevices`` publishes a retained ``status`` (online, with the model it "runs") for each of its
 devices, follows their retained ``model/desired`` like an agent does, and answers each desired
 state on the retained ``model/reported`` with the rollout id: ``downloading``, then ``active`` on
-the desired version, or ``failed`` for the devices in ``fail``. Devices in ``hold`` record the
+the desired version, or ``failed`` for the devices in ``fail``; the devices in ``trial_fail`` report
+``rolled_back`` 0.3 s after ``active`` (as an agent whose trial window failed). Devices in ``hold`` record the
 desired state and answer only when :meth:`release` is called; devices in ``silent`` never answer.
 An empty desired payload (cleared) is recorded as ``None``. Nothing here fetches or checks a
 bundle: the real agent path is in test_push_agents.py.
@@ -37,12 +38,14 @@ class FakeDevices:
         fail: tuple[str, ...] = (),
         hold: tuple[str, ...] = (),
         silent: tuple[str, ...] = (),
+        trial_fail: tuple[str, ...] = (),
         states: Optional[dict[str, str]] = None,
     ) -> None:
         self.site = site
         self.devices = list(devices)
         self.running = {d: running for d in devices}
         self.fail, self.hold, self.silent = set(fail), set(hold), set(silent)
+        self.trial_fail = set(trial_fail)
         self.states = states or {}  # device -> status state (default online)
         self.received: list[tuple[float, str, Optional[ModelDesired]]] = []  # (time, device, desired)
         self.answered: list[tuple[float, str, str]] = []  # (time, device, state)
@@ -99,6 +102,9 @@ class FakeDevices:
         self.running[device] = desired.version
         self._report(device, desired, "active", "")
         self._status(device)
+        if device in self.trial_fail:
+            why = "fake: trial failed (health check)"
+            threading.Timer(0.3, self._report, (device, desired, "rolled_back", why)).start()
 
     def _report(self, device: str, desired: ModelDesired, state: str, detail: str) -> None:
         report = ModelReported(

@@ -3,7 +3,8 @@
 
 Proves: the canary goes first and alone, then each stage only after the previous one is active; a
 failing canary halts the rollout and gives every moved device its previous retained desired state
-(or clears it); failures beyond --max-failures (a count or a fraction) halt and roll back; --resume
+(or clears it); failures beyond --max-failures (a count or a fraction) halt and roll back; a device
+that never answers times out; --soak catches a device whose trial rolls it back after active; --resume
 continues an interrupted rollout without moving a device twice; rollback undoes a completed one;
 --all and --group choose the devices; status shows the fleet. The real agents are in
 test_push_agents.py, bad input in test_push_input.py.
@@ -187,6 +188,17 @@ def test_a_device_that_never_answers_times_out(
     args = ("--devices", "d1,d2", "--stage-timeout", "1")
     out = deploy(*push_args(mosquitto, bundle, tmp_path / "r.json", *args), code=1)
     assert "halted: canary d1 timeout: no result within 1 s" in out.stdout
+
+
+def test_soak_catches_a_device_that_rolls_back_after_active(
+    mosquitto: Any, fakes: list[FakeDevices], bundle: Path, tmp_path: Path
+) -> None:
+    fake = FakeDevices(mosquitto.url, SITE, ["d1", "d2"], trial_fail=("d1",))
+    fakes.append(fake)
+    args = ("--devices", "d1,d2", "--soak", "5")
+    out = deploy(*push_args(mosquitto, bundle, tmp_path / "r.json", *args), code=1)
+    assert "halted: canary d1 failed: rolled back: fake: trial failed (health check)" in out.stdout
+    assert fake.got("d2") == []
 
 
 def test_resume_continues_an_interrupted_rollout(
