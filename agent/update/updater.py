@@ -226,6 +226,7 @@ class Updater:
             self.failed += 1
             self.state.refuse((desired.sha256, desired.rollout_id))
             log.error("update to version %d refused: %s", desired.version, e)
+            self.prune()
             return False
         new = Installed(str(path), desired.version, desired.rollout_id)
         self.state.switched(new, None if desired.rollback else previous, self.trial.seconds)
@@ -299,26 +300,29 @@ class Updater:
         self.report(desired.version, "failed", reason)
 
     def prune(self) -> None:
-        """Keep the newest ``keep_versions`` downloaded bundles (the running one always)."""
+        """At most ``keep_versions`` bundles on disk (downloads and their unpacked folders): the
+        running one and the one a rollback would go back to first, then the newest others."""
         current = self.store.current
-        keep = {current.source} if current is not None and current.source is not None else set()
-        tars = sorted(self.staging.glob("*.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in tars[self.keep_versions :]:
-            if old not in keep:
-                old.unlink(missing_ok=True)
-                log.info("removed old bundle %s", old.name)
+        first = [Path(i.source) for i in (self.state.current, self.state.previous) if i is not None]
+        if current is not None and current.source is not None:
+            first.insert(0, current.source)
+        _keep_newest(list(self.staging.glob("*.tar")), first, self.keep_versions, Path.unlink)
         wanted = self.effective()
         for part in self.staging.glob("*.part"):
             if wanted is None or part.stem != wanted.sha256:
                 part.unlink(missing_ok=True)
         models = self.store.models_dir
         if models.is_dir():
-            dirs = sorted(
-                (d for d in models.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                key=lambda d: d.stat().st_mtime,
-                reverse=True,
-            )
-            running = current.bundle if current is not None else None
-            for old in dirs[self.keep_versions :]:
-                if old != running:
-                    shutil.rmtree(old, ignore_errors=True)
+            dirs = [d for d in models.iterdir() if d.is_dir() and not d.name.startswith(".")]
+            running = [current.bundle] if current is not None else []
+            _keep_newest(dirs, running, self.keep_versions, lambda d: shutil.rmtree(d, ignore_errors=True))
+
+
+def _keep_newest(paths: list[Path], first: list[Path], n: int, remove: Callable[[Path], object]) -> None:
+    """Remove all but ``n`` of ``paths``: those in ``first`` (in order) come before the newest."""
+    ranked = sorted(
+        paths, key=lambda p: (p not in first, first.index(p) if p in first else 0, -p.stat().st_mtime)
+    )
+    for old in ranked[n:]:
+        remove(old)
+        log.info("removed old bundle %s", old.name)
