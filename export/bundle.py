@@ -32,8 +32,6 @@ from contract.base import ContractError
 from contract.bundle import MANIFEST_NAME, build_manifest, load_manifest, verify_manifest, write_manifest
 from contract.card import ModelCard, load_card, save_card
 from contract.files import UnsafeArchiveError, atomic_path, safe_extract_tar, sha256_file
-from export.artifacts import FP32_ONNX, INT8_CPU_ONNX, INT8_TRT_ONNX, read_card
-from export.errors import ExportError
 from contract.golden import (
     DEFAULT_TOLERANCE,
     GOLDEN_DIR,
@@ -44,6 +42,8 @@ from contract.golden import (
     load_golden,
     softmax,
 )
+from export.artifacts import FP32_ONNX, INT8_CPU_ONNX, INT8_TRT_ONNX, read_card
+from export.errors import ExportError
 from export.progress import ProgressHook, no_progress
 
 log = logging.getLogger(__name__)

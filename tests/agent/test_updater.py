@@ -283,7 +283,9 @@ def test_a_signed_newer_bundle_is_applied_and_every_bad_one_refused(
     mislabeled = _tar(_bundle(tmp_path, 7, keys["fleet"]))
     refused(_desired(mislabeled, 8), "holds model version 7, the desired state says 8")
     tars = sorted(p.name for p in (tmp_path / "updates").glob("*.tar"))
-    assert len(tars) <= 2 and store.current.source is not None and store.current.source.name in tars  # bounded
+    assert (
+        len(tars) <= 2 and store.current.source is not None and store.current.source.name in tars
+    )  # bounded
     assert len([d for d in (tmp_path / "models").iterdir() if not d.name.startswith(".")]) <= 3
     with pytest.raises(FetchError, match="more than the limit"):
         _updater(store, reporter, tmp_path, max_bytes=2048).apply(
