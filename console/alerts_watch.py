@@ -87,55 +87,60 @@ class AlertTracker:
         return set(d.missing) if d else set()
 
     def add(self, alert: Alert) -> Seen:
+        key = f"{alert.site}/{alert.device}"
         if alert.alert_id in self._ids:
+            # A duplicate may come back with a new seq (the agent re-sent it after a restart): that
+            # seq was used, so record it as delivered before dropping the alert, or the next alert
+            # would report a gap that never closes.
             self._ids.move_to_end(alert.alert_id)
             self.duplicates += 1
-            return Seen(alert, new=False)
+            return Seen(alert, new=False, notices=self._track(key, alert.seq, duplicate=True))
         self._ids[alert.alert_id] = None
         if len(self._ids) > self.max_ids:
             self._ids.popitem(last=False)
         self.new += 1
-        key = f"{alert.site}/{alert.device}"
-        seq = alert.seq
+        return Seen(alert, new=True, notices=self._track(key, alert.seq, duplicate=False))
+
+    def _track(self, key: str, seq: int, duplicate: bool) -> tuple[Notice, ...]:
         dev = self._devices.get(key)
         if dev is None:
             self._devices[key] = _Device(max_seq=seq)
-            return Seen(alert, new=True)
-        notices: list[Notice] = []
+            return ()
         if seq > dev.max_seq + 1:
-            first, last = dev.max_seq + 1, seq - 1
-            n = last - first + 1
-            self.gaps += n
-            span = str(first) if n == 1 else f"{first}..{last}"
-            missing = tuple(range(first, last + 1))[: self.max_missing]
-            room = self.max_missing - len(dev.missing)
-            dev.missing.update(missing[: max(room, 0)])
-            notices.append(
-                Notice(
-                    "gap",
-                    f"gap in seq from {key}: {n} alert(s) missing (seq {span}) before seq {seq}",
-                    key,
-                    missing,
-                )
-            )
+            return (self._gap(key, dev, seq),)
+        if seq == dev.max_seq + 1:
             dev.max_seq = seq
-        elif seq == dev.max_seq + 1:
-            dev.max_seq = seq
-        elif seq in dev.missing:
+            return ()
+        if seq in dev.missing:
             dev.missing.discard(seq)
-            notices.append(Notice("late", f"seq {seq} from {key} arrived late (gap closed)", key))
-        else:
-            notices.append(
-                Notice(
-                    "backwards",
-                    f"seq from {key} went back from {dev.max_seq} to {seq} with a new alert_id "
-                    "(device state reset, or a seq reused)",
-                    key,
-                )
-            )
-            dev.max_seq = seq
-            dev.missing.clear()
-        return Seen(alert, new=True, notices=tuple(notices))
+            if duplicate:  # the seq is covered by a re-sent alert: nothing was lost
+                return ()
+            return (Notice("late", f"seq {seq} from {key} arrived late (gap closed)", key),)
+        if duplicate:  # a re-delivery with its old seq
+            return ()
+        text = (
+            f"seq from {key} went back from {dev.max_seq} to {seq} with a new alert_id "
+            "(device state reset, or a seq reused)"
+        )
+        dev.max_seq = seq
+        dev.missing.clear()
+        return (Notice("backwards", text, key),)
+
+    def _gap(self, key: str, dev: _Device, seq: int) -> Notice:
+        first, last = dev.max_seq + 1, seq - 1
+        n = last - first + 1
+        self.gaps += n
+        span = str(first) if n == 1 else f"{first}..{last}"
+        missing = tuple(range(first, last + 1))[: self.max_missing]
+        room = self.max_missing - len(dev.missing)
+        dev.missing.update(missing[: max(room, 0)])
+        dev.max_seq = seq
+        return Notice(
+            "gap",
+            f"gap in seq from {key}: {n} alert(s) missing (seq {span}) before seq {seq}",
+            key,
+            missing,
+        )
 
 
 Event = Union[Seen, Notice]

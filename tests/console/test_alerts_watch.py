@@ -152,3 +152,23 @@ def test_watch_timeout_without_enough_alerts(mosquitto: Mosquitto) -> None:
         alerts_app, ["watch", "--broker", mosquitto.url, "--json", "--count", "2", "--timeout", "0.5"]
     )
     assert r.exit_code == 1 and "timed out" in r.output and "0 of 2" in r.output
+
+
+def test_duplicate_with_new_seq_after_restart_is_no_gap() -> None:
+    t = AlertTracker()
+    t.add(make_alert(seq=1))
+    resent = make_alert(seq=2)
+    assert t.add(resent).notices == ()
+    # the agent restarted and re-sent the same alert under a new seq: the seq is used up
+    again = t.add(resent.model_copy(update={"seq": 3}))
+    assert again.new is False and again.notices == () and t.duplicates == 1
+    assert t.add(make_alert(seq=4)).notices == ()  # no false gap at seq 3
+    assert t.missing("s1/d1") == set() and t.gaps == 0
+    # the original delivery of the duplicate (old seq) is quiet too
+    assert t.add(resent).notices == ()
+    # a real gap is still reported, also when the alert that shows it is a duplicate
+    gap = t.add(resent.model_copy(update={"seq": 7})).notices
+    assert [n.kind for n in gap] == ["gap"] and gap[0].missing == (5, 6) and t.gaps == 2
+    # a duplicate whose re-sent seq falls in the gap covers it without a 'late' warning
+    assert t.add(resent.model_copy(update={"seq": 5})).notices == ()
+    assert t.missing("s1/d1") == {6}
