@@ -5,6 +5,8 @@ Use the markers::
     @requires_gpu
     @requires_tensorrt
     @requires_shared_data
+    @requires_mosquitto
+    @requires_tls
 """
 
 from __future__ import annotations
@@ -48,4 +50,9 @@ requires_shared_data = pytest.mark.skipif(
 requires_mosquitto = pytest.mark.skipif(
     shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
     reason="needs the mosquitto broker (apt-get install mosquitto); .ci/run installs it",
+)
+requires_tls = pytest.mark.skipif(
+    not (_has("ssl") and _has("cryptography")),
+    reason="needs Python's ssl (OpenSSL) and the cryptography package to make test certificates "
+    "(pip install cryptography)",
 )

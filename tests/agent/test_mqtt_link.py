@@ -21,6 +21,7 @@ from contract.topics import Topics
 from mqttconn.config import parse_broker_url
 from tests.agent.mqtt_helpers import Collector, make_alert, retained, wait_until
 from tests.broker import Mosquitto
+from tests.hw import requires_mosquitto, requires_tls
 
 TOPICS = Topics(site="s1", device="d1")
 
@@ -213,6 +214,7 @@ def test_config_checks() -> None:
     assert "s3cret" not in repr(cfg) and cfg.resolve_password() == "s3cret"
 
 
+@requires_mosquitto
 def test_password_file_and_wrong_credentials(tmp_path: Path) -> None:
     """Username/password from a file against a mosquitto with a password file; a wrong password is
     refused with a logged cause and the link keeps retrying (alerts stay in the outbox)."""
@@ -312,6 +314,8 @@ def _tls_material(d: Path) -> dict[str, Path]:
     return files
 
 
+@requires_mosquitto
+@requires_tls
 def test_mutual_tls(tmp_path: Path) -> None:
     """mqtts:// with a CA, a client certificate and key against a mosquitto that requires one."""
     tls = _tls_material(tmp_path)
@@ -348,3 +352,9 @@ def test_mutual_tls(tmp_path: Path) -> None:
             state.close()
     finally:
         broker.stop()
+
+
+def test_mutual_tls_skips_without_its_tools() -> None:
+    """Without mosquitto, or without ssl/cryptography, the TLS test is skipped with a reason."""
+    marks = {m.kwargs["reason"]: m.args[0] for m in test_mutual_tls.pytestmark if m.name == "skipif"}
+    assert any("mosquitto" in r for r in marks) and any("cryptography" in r for r in marks)
