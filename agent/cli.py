@@ -105,7 +105,11 @@ def run_cmd(
     state_dir: Optional[Path] = typer.Option(
         None, "--state-dir", help="Outbox, seq/session, snapshots, replay position, engine cache."
     ),
-    backend: Optional[str] = typer.Option(None, "--backend", help="auto | tensorrt | onnxruntime | fake"),
+    backend: Optional[str] = typer.Option(
+        None,
+        "--backend",
+        help="auto | tensorrt | onnxruntime (fake: tests/demos, needs BINWATCH_ALLOW_FAKE_BACKEND=1)",
+    ),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto | fp32 | fp16 | int8"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads (intra-op)."),
     batch: Optional[int] = typer.Option(None, "--batch", min=1, max=64, help="Most frames per inference."),
@@ -220,6 +224,7 @@ def check_config_cmd(
 ) -> None:
     """Validate an agent config (with BINWATCH__* environment overrides); name any offending key."""
     from agent.config import ConfigError, load_config
+    from agent.config_check import fake_backend_problem
     from agent.intake.sources import display_source
 
     try:
@@ -240,8 +245,11 @@ def check_config_cmd(
         f"  model: {cfg.model.bundle} (backend {cfg.model.backend}, precision {cfg.model.precision})"
     )
     console.print(f"  broker: {cfg.mqtt.broker}; state dir: {cfg.agent.state_dir}", highlight=False)
-    problems = cfg.validate_for_run()
-    for p in problems:
-        _err.print(f"[yellow]warning:[/yellow] {p}", highlight=False)
+    refusal = fake_backend_problem(cfg.model.backend)
+    for p in cfg.validate_for_run():
+        if p != refusal:
+            _err.print(f"[yellow]warning:[/yellow] {p}", highlight=False)
     if show:
         typer.echo(cfg.model_dump_json(indent=2))
+    if refusal:
+        raise fail(refusal)

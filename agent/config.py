@@ -33,6 +33,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.camera_config import CameraConfig
+from agent.config_check import fake_backend_problem, missing_files
 from agent.delivery.config import MqttConfig, OutboxConfig
 from contract.fields import check_id
 
@@ -226,23 +227,19 @@ class AgentConfig(_Section):
     def engine_cache_dir(self) -> Path:
         return self.model.engine_cache or self.agent.state_dir / "engines"
 
-    def validate_for_run(self) -> list[str]:
-        """Problems that make ``agent run`` impossible (the schema alone allows them)."""
+    def validate_for_run(self, env: Optional[Mapping[str, str]] = None) -> list[str]:
+        """Problems that make ``agent run`` impossible (the schema alone allows them): every missing
+        file the config names, and ``backend: fake`` unless ``BINWATCH_ALLOW_FAKE_BACKEND`` is set
+        (read from ``env``, default the process environment)."""
         problems = []
         if self.model.bundle is None and self.model.backend != "fake":
             problems.append("model.bundle: no model bundle given (set it or pass --model BUNDLE)")
         if not self.cameras:
             problems.append("cameras: no camera configured (add one or pass --replay DIR)")
-        if self.manifest.dir is not None and not self.manifest.dir.is_dir():
-            problems.append(f"manifest.dir: {self.manifest.dir} is not a folder")
-        if self.manifest.csv is not None and not self.manifest.csv.is_file():
-            problems.append(f"manifest.csv: {self.manifest.csv} not found")
-        if self.model.bundle is not None and not self.model.bundle.exists():
-            problems.append(f"model.bundle: {self.model.bundle} not found")
-        for key in self.model.trusted_keys:
-            if not key.is_file():
-                problems.append(f"model.trusted_keys: {key} not found")
-        return problems
+        fake = fake_backend_problem(self.model.backend, env)
+        if fake:
+            problems.append(fake)
+        return problems + missing_files(self)
 
 
 # -- loading ----------------------------------------------------------------------------------

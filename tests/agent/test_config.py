@@ -180,3 +180,62 @@ def test_run_with_a_broken_bundle_fails_cleanly(tmp_path: Path) -> None:
     )
     assert res.exit_code == 2, res.output
     assert "no model card" in res.output and "Traceback" not in res.output
+
+
+def test_validate_for_run_reports_every_missing_file(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    f = tmp_path / "a.yaml"
+    f.write_text(
+        f"""
+mqtt:
+  broker: mqtts://127.0.0.1:8883
+  username: u
+  password_file: {gone}/passwd
+  tls: {{ca: {gone}/ca.pem, cert: {gone}/client.pem, key: {gone}/client.key}}
+model: {{bundle: {gone}/bundle, trusted_keys: [{gone}/k1.pem, {gone}/k2.pem]}}
+manifest: {{dir: {gone}/manifest, csv: {gone}/manifest.csv}}
+cameras:
+  - {{name: r, source: {gone}/bins, kind: replay}}
+  - {{name: v, source: {gone}/clip.mp4, kind: file}}
+  - {{name: p, source: 'replay:{gone}/other'}}
+"""
+    )
+    problems = load_config(f, env={}).validate_for_run(env={})
+    text = "\n".join(problems)
+    for key in (
+        "mqtt.tls.ca",
+        "mqtt.tls.cert",
+        "mqtt.tls.key",
+        "mqtt.password_file",
+        "model.bundle",
+        "manifest.dir",
+        "manifest.csv",
+        "cameras[0] (r).source (replay folder)",
+        "cameras[1] (v).source (video file)",
+        "cameras[2] (p).source (replay folder)",
+    ):
+        assert key in text, key
+    assert text.count("model.trusted_keys") == 2
+    res = CliRunner().invoke(app, ["check-config", str(f)], env={"BINWATCH_ALLOW_FAKE_BACKEND": ""})
+    assert res.exit_code == 0, res.output  # missing files are warnings: the file itself is valid
+    assert res.output.count("warning:") == len(problems) == 12
+
+
+def test_fake_backend_refused_outside_tests(tmp_path: Path) -> None:
+    (tmp_path / "bins").mkdir()
+    f = tmp_path / "a.yaml"
+    f.write_text(f"model: {{backend: fake}}\ncameras:\n  - {{name: r, source: {tmp_path / 'bins'}}}\n")
+    cfg = load_config(f, env={})
+    assert any("for tests and demos" in p for p in cfg.validate_for_run(env={}))
+    assert cfg.validate_for_run(env={"BINWATCH_ALLOW_FAKE_BACKEND": "1"}) == []
+    runner = CliRunner()
+    res = runner.invoke(app, ["check-config", str(f)], env={"BINWATCH_ALLOW_FAKE_BACKEND": ""})
+    assert res.exit_code == 2 and "tests and demos" in res.output, res.output
+    run = runner.invoke(
+        app,
+        ["run", "-c", str(f), "--state-dir", str(tmp_path / "st")],
+        env={"BINWATCH_ALLOW_FAKE_BACKEND": ""},
+    )
+    assert run.exit_code == 2 and "tests and demos" in run.output, run.output
+    ok = runner.invoke(app, ["check-config", str(f)], env={"BINWATCH_ALLOW_FAKE_BACKEND": "1"})
+    assert ok.exit_code == 0, ok.output
