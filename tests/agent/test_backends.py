@@ -121,7 +121,8 @@ def test_tensorrt_builds_caches_and_matches_onnxruntime(tiny_bundle: Path, tmp_p
 def test_tensorrt_engine_cache_decision_without_tensorrt(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The cache check runs without TensorRT: a matching sidecar loads, any mismatch rebuilds."""
+    """The cache check runs without TensorRT: a matching sidecar (and engine sha256) loads, any
+    mismatch, including an engine file that is not the one the sidecar describes, rebuilds."""
     from agent.inference.backends import engine_cache as ec
 
     sha = "ab" * 32
@@ -136,11 +137,16 @@ def test_tensorrt_engine_cache_decision_without_tensorrt(
             onnx_sha256=sha,
             precision="int8",
             batch_profile={"min": 1, "opt": 4, "max": 4},
+            engine_sha256=ec.sha256_file(engine),
         ),
     )
     b = TensorRTBackend(engine_cache=tmp_path)
     assert b._cached_engine(engine, "10.3.0", "8.7", sha, "int8", (1, 4, 4)) == b"plain engine bytes"
+    assert b.rebuild_reason is None
     caplog.set_level(logging.WARNING)
+    engine.write_bytes(b"foreign engine bytes")  # not the file the sidecar describes: rebuild
+    assert b._cached_engine(engine, "10.3.0", "8.7", sha, "int8", (1, 4, 4)) is None
+    assert "sha256" in (b.rebuild_reason or "") and "rebuilding" in caplog.text
     assert b._cached_engine(engine, "10.4.0", "8.7", sha, "int8", (1, 4, 4)) is None
     assert "running TensorRT 10.4.0" in caplog.text and "rebuilding" in caplog.text
     assert b._cached_engine(engine, "10.3.0", "7.2", sha, "int8", (1, 4, 4)) is None

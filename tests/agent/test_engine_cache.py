@@ -156,6 +156,19 @@ def test_sidecar_roundtrip(tmp_path: Path) -> None:
     assert engine.read_bytes() == b"\x00plain engine bytes"  # engine untouched, nothing prepended
 
 
+def test_engine_file_problem_checks_the_sha256(tmp_path: Path) -> None:
+    import hashlib
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine bytes")
+    good = hashlib.sha256(b"engine bytes").hexdigest()
+    assert ec.engine_file_problem(engine, _sidecar(engine_sha256=good)) is None
+    engine.write_bytes(b"plain engine bytes")  # replaced or corrupted: the sidecar no longer vouches for it
+    assert "differs" in (ec.engine_file_problem(engine, _sidecar(engine_sha256=good)) or "")
+    assert "engine_sha256" in (ec.engine_file_problem(engine, _sidecar()) or "")  # old sidecar: stale
+    assert _sidecar().gpu_fallback is None and _sidecar(dla_core=0, gpu_fallback=True).gpu_fallback
+
+
 def test_read_sidecar_errors_name_the_file(tmp_path: Path) -> None:
     engine = tmp_path / "m.engine"
     with pytest.raises(ContractError, match=r"m\.engine\.json"):

@@ -110,7 +110,7 @@ class CudaPython:
 
 
 class PyCuda:
-    """pycuda: a context made current on the worker thread (popped at close)."""
+    """pycuda: a context made current on the worker thread (popped and detached at close)."""
 
     def __init__(self, device: int) -> None:
         try:
@@ -150,10 +150,18 @@ class PyCuda:
         return int(self.stream.handle)
 
     def close(self) -> None:
+        """Free the buffers, then pop the context this object made current and detach it (pop
+        alone leaves it alive, holding the GPU's memory until the process exits)."""
         for b in self._bufs:
             b.free()
         self._bufs = []
-        self.ctx.pop()
+        ctx, self.ctx = self.ctx, None
+        if ctx is None:
+            return
+        try:
+            ctx.pop()
+        finally:
+            ctx.detach()
 
 
 class CudaWorker:

@@ -5,7 +5,8 @@ ONNX and the device builds its engine on first use (:mod:`agent.inference.backen
 it under :func:`engine_cache_key`. The engine file is written plain (no bytes prepended); its
 metadata lives beside it in a sidecar JSON (``<engine>.json``, :class:`EngineSidecar`). Before
 loading a cached engine, :func:`check_engine_compat` compares the sidecar with the running TensorRT
-and GPU; any reason it returns means "rebuild".
+and GPU and :func:`engine_file_problem` checks the file against the sidecar's sha256; any reason
+either returns means "rebuild".
 
 Standard library, pydantic and ``contract`` only (no numpy, no TensorRT, no torch); Python 3.10.
 ``binwatch export engine`` uses it through the same builder.
@@ -27,7 +28,7 @@ from pydantic import Field
 
 from contract.base import ContractError, Versioned, canonical_json, utcnow
 from contract.card import BatchProfile
-from contract.files import write_atomic
+from contract.files import sha256_file, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ __all__ = [
     "detect_compute_capability",
     "detect_gpu_name",
     "engine_cache_key",
+    "engine_file_problem",
     "normalize_compute_capability",
     "parse_l4t_release",
     "read_l4t_release",
@@ -79,6 +81,9 @@ class EngineSidecar(Versioned):
     output_name: Optional[str] = None
     strongly_typed: bool = False
     dla_core: Optional[int] = Field(default=None, ge=0)
+    gpu_fallback: Optional[bool] = Field(
+        default=None, description="DLA builds: layers the DLA cannot run go to the GPU; None: no DLA"
+    )
     workspace_mib: Optional[int] = Field(default=None, ge=0)
     gpu_name: Optional[str] = None
     built_at: datetime = Field(default_factory=utcnow)
@@ -191,6 +196,19 @@ def check_engine_compat(
     if l4t is not None and sidecar.l4t is not None and sidecar.l4t != l4t:
         reasons.append(f"built on L4T {sidecar.l4t}, running L4T {l4t}")
     return reasons
+
+
+def engine_file_problem(engine_path: Union[str, os.PathLike[str]], sidecar: EngineSidecar) -> Optional[str]:
+    """Why the engine file is not the one the sidecar describes (None: it is). A sidecar without
+    ``engine_sha256`` (written before the check existed) cannot vouch for its file: stale."""
+    if sidecar.engine_sha256 is None:
+        return "the sidecar has no engine_sha256 (older cache entry)"
+    actual = sha256_file(Path(engine_path))
+    if actual != sidecar.engine_sha256:
+        return (
+            f"engine file sha256 {actual[:12]}... differs from the sidecar's {sidecar.engine_sha256[:12]}..."
+        )
+    return None
 
 
 # -- sidecar files -------------------------------------------------------------------------------

@@ -5,8 +5,10 @@
   ``<engine_cache>/<key>.engine`` (plain serialized engine) with ``<key>.engine.json`` sidecar,
   key = (model sha256, TensorRT version, compute capability, precision, batch profile), via
   :mod:`agent.inference.backends.engine_cache`. A cached engine is checked against the running
-  TensorRT and GPU before it is loaded; on mismatch (or a corrupt file) it is
-  rebuilt with :mod:`agent.inference.backends.tensorrt_build`, with a persisted timing cache.
+  TensorRT and GPU, and the file against the sidecar's ``engine_sha256``, before it is loaded; on a
+  mismatch, or when TensorRT cannot deserialize it, it is rebuilt ONCE with
+  :mod:`agent.inference.backends.tensorrt_build` (persisted timing cache). The reason is logged and
+  kept in ``rebuild_reason`` (``describe()`` hands it to the model store).
 - INT8 engines are built from ``model.int8-trt.onnx`` (Q/DQ), FP16/FP32 from ``model.fp32.onnx``.
 - Every CUDA and TensorRT call runs on one worker thread that owns the CUDA context
   (:mod:`agent.inference.backends.cuda_host`); ``infer`` hands the batch over and waits. Host buffers are
@@ -65,6 +67,7 @@ class TensorRTBackend(Backend):
         self.device = f"cuda:{device_index}"
         self.engine_path: Optional[Path] = None
         self.built = False
+        self.rebuild_reason: Optional[str] = None
         self._worker: Optional[CudaWorker] = None
         self._cuda: Any = None
         self._engine: Any = None
@@ -128,7 +131,7 @@ class TensorRTBackend(Backend):
             data = self._cached_engine(engine_path, trt.__version__, cc, model_sha, precision, profile)
             if data is None:
                 data = self._build(onnx_path, precision, profile, engine_path)
-            self._worker.call(lambda: self._deserialize(data, card))
+            self._load_engine(data, card, onnx_path, precision, profile, engine_path)
         except BaseException:
             self.close()
             raise
@@ -148,6 +151,13 @@ class TensorRTBackend(Backend):
             "built now" if self.built else "from cache",
         )
 
+    def describe(self) -> dict[str, object]:
+        d = super().describe()
+        d["engine"] = self.engine_path.name if self.engine_path else None
+        d["engine_built"] = self.built
+        d["engine_rebuild_reason"] = self.rebuild_reason
+        return d
+
     def _setup_cuda(self) -> None:
         self._cuda = CudaPython(self.device_index) if cudart() is not None else PyCuda(self.device_index)
 
@@ -165,8 +175,9 @@ class TensorRTBackend(Backend):
         if not engine_path.is_file() or not ec.sidecar_path(engine_path).is_file():
             return None
         try:
+            sidecar = ec.read_sidecar(engine_path)
             problems = ec.check_engine_compat(
-                ec.read_sidecar(engine_path),
+                sidecar,
                 trt_version=trt_version,
                 compute_capability=cc,
                 onnx_sha256=model_sha,
@@ -174,14 +185,41 @@ class TensorRTBackend(Backend):
                 batch_profile=profile,
                 l4t=ec.read_l4t_release(),
             )
-        except Exception as e:  # unreadable sidecar: rebuild
+            if not problems:  # built for here: is the file still the one that was built?
+                bad = ec.engine_file_problem(engine_path, sidecar)
+                problems = [bad] if bad else []
+        except Exception as e:  # unreadable sidecar or engine file: rebuild
             problems = [f"sidecar unreadable: {e}"]
         if problems:
-            log.warning(
-                "tensorrt: cached engine %s unusable (%s); rebuilding", engine_path.name, "; ".join(problems)
-            )
+            self._note_rebuild(engine_path, "; ".join(problems))
             return None
         return engine_path.read_bytes()
+
+    def _note_rebuild(self, engine_path: Path, reason: str) -> None:
+        self.rebuild_reason = reason
+        log.warning("tensorrt: cached engine %s unusable (%s); rebuilding", engine_path.name, reason)
+
+    def _load_engine(
+        self,
+        data: bytes,
+        card: ModelCard,
+        onnx_path: Path,
+        precision: str,
+        profile: tuple[int, int, int],
+        engine_path: Path,
+    ) -> None:
+        """Deserialize ``data``; a cached engine that does not deserialize is rebuilt once (a fresh
+        build that fails to load is an error, not another rebuild)."""
+        worker = self._worker
+        assert worker is not None
+        try:
+            worker.call(lambda: self._deserialize(data, card))
+        except BackendError as e:
+            if self.built:
+                raise
+            self._note_rebuild(engine_path, f"cached engine does not load: {e}")
+            fresh = self._build(onnx_path, precision, profile, engine_path)
+            worker.call(lambda: self._deserialize(fresh, card))
 
     def _build(
         self, onnx_path: Path, precision: str, profile: tuple[int, int, int], engine_path: Path
@@ -218,7 +256,10 @@ class TensorRTBackend(Backend):
 
         logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
-        engine = runtime.deserialize_cuda_engine(data)
+        try:
+            engine = runtime.deserialize_cuda_engine(data)
+        except Exception as e:  # some TensorRT versions raise instead of returning None
+            raise BackendError(f"TensorRT could not deserialize the engine: {e}") from e
         if engine is None:
             raise BackendError(
                 "TensorRT could not deserialize the engine (corrupt or built by another version)"

@@ -6,10 +6,12 @@
 - Precision: before TensorRT 10.12 (JetPack 6 ships 10.3) precision comes from builder flags: INT8
   (plus FP16 for the layers without Q/DQ) with the explicit Q/DQ model ``model.int8-trt.onnx``, or
   FP16. From 10.12 on, the network is created ``STRONGLY_TYPED`` and the types come from the model
-  (the Q/DQ model for INT8); FP16 there still uses the builder flag (deprecated, not removed), since
-  binwatch bundles carry FP32 and INT8 ONNX only.
+  (the Q/DQ model for INT8); FP16 is built from an FP16 copy of the FP32 model
+  (:mod:`agent.inference.backends.onnx_fp16`, cached beside the engine), never with the FP16 builder
+  flag (deprecated in 10.12, gone in TensorRT 11).
 - One optimization profile covering the batch range ``min..max`` (``opt`` in between).
-- A timing cache persisted across builds, a workspace limit, and optional DLA with GPU fallback.
+- A timing cache persisted across builds, a workspace limit, and optional DLA (static batch profile
+  ``min = opt = max``; GPU fallback on by default, recorded in the sidecar).
 - The engine file is written plain; its metadata goes to the sidecar JSON of
   :mod:`agent.inference.backends.engine_cache` (TensorRT version, compute capability, L4T, ONNX sha256,
   precision, profile).
@@ -41,6 +43,7 @@ from agent.inference.backends.engine_cache import (
     write_sidecar,
 )
 from agent.inference.backends.onnx_check import check_onnx_for_precision
+from agent.inference.backends.onnx_fp16 import fp16_onnx
 from contract.card import BatchProfile
 from contract.files import sha256_file, write_atomic
 
@@ -146,8 +149,7 @@ def _progress_monitor(trt: Any, report: Callable[[str], None]) -> Any:
         def step_complete(self, phase_name: str, step: int) -> bool:
             return True  # keep building
 
-        def phase_finish(self, phase_name: str) -> None:
-            pass
+        def phase_finish(self, phase_name: str) -> None: ...
 
     return _Monitor()
 
@@ -159,10 +161,14 @@ def _set_precision(trt: Any, config: Any, precision: str, typed: bool) -> None:
         config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: scales come from the Q/DQ nodes
         config.set_flag(trt.BuilderFlag.FP16)  # layers outside Q/DQ may run in FP16
     elif precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
+        flag = getattr(trt.BuilderFlag, "FP16", None)
+        if flag is None:  # TensorRT 11 removed it
+            raise EngineBuildError(f"TensorRT {trt.__version__}: no FP16 builder flag, build strongly typed")
+        config.set_flag(flag)
 
 
-def _set_dla(trt: Any, builder: Any, config: Any, dla_core: int, precision: str) -> None:
+def _set_dla(trt: Any, builder: Any, config: Any, plan: _Plan) -> None:
+    dla_core, precision = int(plan.dla_core or 0), plan.precision
     n_dla = int(getattr(builder, "num_DLA_cores", 0))
     if n_dla == 0:
         raise EngineBuildError(
@@ -174,7 +180,8 @@ def _set_dla(trt: Any, builder: Any, config: Any, dla_core: int, precision: str)
         raise EngineBuildError("DLA runs FP16 or INT8 only: use --precision fp16 or int8 with --dla-core")
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = int(dla_core)
-    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers the DLA cannot run go to the GPU
+    if plan.gpu_fallback:
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers the DLA cannot run go to the GPU
 
 
 def _add_profile(builder: Any, network: Any, config: Any, profile: BatchProfile, onnx_path: Path) -> None:
@@ -218,6 +225,7 @@ class _Plan:
     workspace_mib: int
     dla_core: Optional[int]
     device: int
+    gpu_fallback: Optional[bool] = None
 
 
 def build_engine(
@@ -230,6 +238,7 @@ def build_engine(
     opt_batch: Optional[int] = None,
     workspace_mib: int = DEFAULT_WORKSPACE_MIB,
     dla_core: Optional[int] = None,
+    gpu_fallback: bool = True,
     timing_cache: Optional[PathLike] = None,
     strongly_typed: Optional[bool] = None,
     device: int = 0,
@@ -241,15 +250,22 @@ def build_engine(
 
     ``out_path`` defaults to ``engines/<cache key>.engine`` in the working directory; ``timing_cache``
     defaults to ``timing.cache`` beside the engine. ``strongly_typed`` defaults by version
-    (:func:`uses_strongly_typed`). Input problems are reported before TensorRT is looked for.
+    (:func:`uses_strongly_typed`). With ``dla_core`` the batch profile is static at ``max_batch`` and
+    ``gpu_fallback`` goes to the sidecar. Input problems are reported before TensorRT is looked for.
     """
     if precision not in PRECISIONS:
         raise EngineBuildError(f"unknown precision {precision!r}: use int8, fp16 or fp32")
     profile = batch_profile(min_batch, opt_batch, max_batch)
+    if dla_core is not None and not profile.min == profile.opt == profile.max:
+        log.warning("DLA core %s: static batch profile %d (min=opt=max)", dla_core, profile.max)
+        profile = batch_profile(profile.max, profile.max, profile.max)
     check_onnx_for_precision(Path(onnx_path), precision)
     trt = import_tensorrt()
     plan = _plan(trt, Path(onnx_path), out_path, timing_cache, precision, profile, strongly_typed, device)
-    plan = dataclasses.replace(plan, workspace_mib=int(workspace_mib), dla_core=dla_core)  # as asked
+    fallback = bool(gpu_fallback) if dla_core is not None else None  # recorded for DLA builds only
+    plan = dataclasses.replace(
+        plan, workspace_mib=int(workspace_mib), dla_core=dla_core, gpu_fallback=fallback
+    )
     report = on_phase or (lambda msg: log.info("TensorRT build: %s", msg))
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     builder, network, config = _network_and_config(trt, logger, plan, report)
@@ -291,9 +307,6 @@ def _plan(
     """Resolve the typing mode, the GPU, the cache key and the output paths."""
     version = str(trt.__version__)
     typed = uses_strongly_typed(version) if strongly_typed is None else strongly_typed
-    if typed and precision == "fp16":
-        log.warning("TensorRT %s: FP16 from an FP32 model uses the (deprecated) FP16 builder flag", version)
-        typed = False
     cc = detect_compute_capability(device)
     if cc is None:
         raise EngineBuildError(
@@ -304,6 +317,8 @@ def _plan(
     key = engine_cache_key(onnx_sha, version, cc, precision, profile)
     out = Path(out_path) if out_path is not None else Path("engines") / f"{key}.engine"
     cache_file = Path(timing_cache) if timing_cache is not None else out.parent / "timing.cache"
+    if typed and precision == "fp16":  # strongly typed: FP16 comes from an FP16 model, not a flag
+        onnx_path = fp16_onnx(onnx_path, out.parent, onnx_sha)
     return _Plan(
         onnx_path=onnx_path,
         onnx_sha=onnx_sha,
@@ -336,6 +351,7 @@ def _write_sidecar(trt: Any, logger: Any, plan: _Plan, seconds: float) -> Engine
         output_name=names[1],
         strongly_typed=plan.typed,
         dla_core=plan.dla_core,
+        gpu_fallback=plan.gpu_fallback,
         workspace_mib=plan.workspace_mib,
         gpu_name=detect_gpu_name(plan.device),
         build_seconds=round(seconds, 3),
@@ -361,7 +377,7 @@ def _network_and_config(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, plan.workspace_mib << 20)
     _set_precision(trt, config, plan.precision, plan.typed)
     if plan.dla_core is not None:
-        _set_dla(trt, builder, config, plan.dla_core, plan.precision)
+        _set_dla(trt, builder, config, plan)
     _add_profile(builder, network, config, plan.profile, plan.onnx_path)
     _use_timing_cache(config, plan.cache_file)
     monitor = _progress_monitor(trt, report)
