@@ -28,9 +28,11 @@ __all__ = [
     "CalibrationReader",
     "ImageLoader",
     "LabelledImage",
+    "check_disjoint",
     "find_images",
     "labelled_images",
     "split_calib_eval",
+    "stand_in_eval",
 ]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -132,6 +134,66 @@ def split_calib_eval(
     pool = [p for p in pool if p.label is not None]
     eval_set = pool if len(pool) <= n_eval else rng.sample(pool, n_eval)
     return picks, sorted(eval_set, key=lambda p: str(p.path))
+
+
+def stand_in_eval(
+    picks: list[LabelledImage],
+    held_out: list[LabelledImage],
+    calib_items: list[LabelledImage],
+    eval_items: Optional[list[LabelledImage]],
+    eval_n: int,
+) -> tuple[list[LabelledImage], bool]:
+    """``(evaluation images, labelled)``: the labelled held-out images, or without any, images that
+    stand in unlabelled (scored by agreement with FP32); as a last resort the calibration picks
+    themselves, which :func:`check_disjoint` then reports as in-sample."""
+    if held_out:
+        return held_out, True
+    log.warning("no labelled held-out images: INT8 models are scored by agreement with FP32")
+    chosen = {it.path for it in picks}
+    pool = list(eval_items) if eval_items is not None else [it for it in calib_items if it.path not in chosen]
+    return [LabelledImage(it.path, it.key, 0) for it in (pool or picks)][:eval_n], False
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
+def check_disjoint(
+    evals: Sequence[LabelledImage], picks: Sequence[LabelledImage], *, eval_given: bool
+) -> bool:
+    """Whether the gate's images overlap the calibration images (the same file, or a copy under the
+    same key): with ``--eval`` that is refused (:class:`ExportError`); for the stand-in images of the
+    calibration folder it returns True and the figure is in-sample."""
+    paths = {p.path.resolve() for p in picks}
+    by_key: dict[str, list[Path]] = {}
+    for p in picks:
+        by_key.setdefault(p.key, []).append(p.path)
+    shared = [
+        e
+        for e in evals
+        if e.path.resolve() in paths or any(_same_file(e.path, q) for q in by_key.get(e.key, ()))
+    ]
+    if not shared:
+        return False
+    if eval_given:
+        names = ", ".join(str(e.path) for e in shared[:3]) + (" ..." if len(shared) > 3 else "")
+        raise ExportError(
+            f"{len(shared)} of the {len(evals)} --eval images are also calibration images ({names}): "
+            "an accuracy scored on them is in-sample. Fix: pass an --eval folder disjoint from --calib, "
+            "or leave --eval out to score on --calib images not used for calibration"
+        )
+    log.warning(
+        "%d of %d evaluation images are calibration images (no other images to score on): the INT8 "
+        "figures are in-sample",
+        len(shared),
+        len(evals),
+    )
+    return True
 
 
 @dataclass

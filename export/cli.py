@@ -167,9 +167,8 @@ def quantize_cmd(
             return
         from rich.table import Table
 
-        table = Table(
-            title=f"INT8 vs FP32 on {report.n_eval} held-out images (calibrated on {report.n_calib})"
-        )
+        where = "calibration images (IN-SAMPLE)" if report.in_sample else "held-out images"
+        table = Table(title=f"INT8 vs FP32 on {report.n_eval} {where} (calibrated on {report.n_calib})")
         for col in ("model", "accuracy", "drop (points)", "agrees with FP32", "check"):
             table.add_column(col)
         table.add_row("fp32", f"{100 * report.fp32_accuracy:.2f}%", "", "", "")

@@ -36,7 +36,15 @@ from export.artifacts import (
     read_card,
     upsert_artifact,
 )
-from export.calib import CalibrationReader, ImageLoader, LabelledImage, labelled_images, split_calib_eval
+from export.calib import (
+    CalibrationReader,
+    ImageLoader,
+    LabelledImage,
+    check_disjoint,
+    labelled_images,
+    split_calib_eval,
+    stand_in_eval,
+)
 from export.errors import CheckFailed, ExportError
 from export.progress import ProgressHook, no_progress
 
@@ -200,6 +208,7 @@ class QuantReport:
     results: list[TargetResult] = field(default_factory=list)
     skipped_images: list[tuple[Path, str]] = field(default_factory=list)
     written: bool = False
+    in_sample: bool = False  # scored on calibration images (nothing else to score on)
 
     @property
     def passed(self) -> bool:
@@ -211,6 +220,7 @@ class QuantReport:
             "written": self.written,
             "n_calib": self.n_calib,
             "n_eval": self.n_eval,
+            "in_sample": self.in_sample,
             "fp32_accuracy": self.fp32_accuracy,
             "max_drop": self.max_drop,
             "targets": [
@@ -245,23 +255,6 @@ def _fp32_model(run: Path, card: ModelCard) -> Path:
         export_run(run)
     check_onnx_file(fp32)
     return fp32
-
-
-def _held_out(
-    picks: list[LabelledImage],
-    held_out: list[LabelledImage],
-    calib_items: list[LabelledImage],
-    eval_items: Optional[list[LabelledImage]],
-    eval_n: int,
-) -> tuple[list[LabelledImage], bool]:
-    """``(evaluation images, labelled)``: the labelled held-out images, or without any, images that
-    stand in unlabelled (scored by agreement with FP32)."""
-    if held_out:
-        return held_out, True
-    log.warning("no labelled held-out images: INT8 models are scored by agreement with FP32")
-    chosen = {it.path for it in picks}
-    pool = list(eval_items) if eval_items is not None else [it for it in calib_items if it.path not in chosen]
-    return [LabelledImage(it.path, it.key, 0) for it in (pool or picks)][:eval_n], False
 
 
 def _calibrate(
@@ -373,7 +366,8 @@ def quantize_run(
     fp32 = _fp32_model(run, card)
     picks, held_out = split_calib_eval(calib_items, eval_items, n, eval_n, seed=seed, run_dir=run)
     log.info("calibrating on %d images, evaluating on %d held-out images", len(picks), len(held_out))
-    held_out, labelled = _held_out(picks, held_out, calib_items, eval_items, eval_n)
+    held_out, labelled = stand_in_eval(picks, held_out, calib_items, eval_items, eval_n)
+    in_sample = check_disjoint(held_out, picks, eval_given=eval_dir is not None)
 
     with tempfile.TemporaryDirectory(prefix="binwatch-quant-") as tmp_s:
         tmp = Path(tmp_s)
@@ -382,7 +376,7 @@ def quantize_run(
         outs, bad = _calibrate(pre, tmp, targets, reader, calib_dir, method, progress)
         score = evaluate({"fp32": fp32, **outs}, held_out, card.input, threads=threads, progress=progress)
         fp32_acc = score.accuracy["fp32"] if labelled else 1.0
-        report = QuantReport(len(picks), score.n, fp32_acc, max_drop, skipped_images=bad)
+        report = QuantReport(len(picks), score.n, fp32_acc, max_drop, skipped_images=bad, in_sample=in_sample)
         _score(report, score, targets, run, labelled)
         if not report.passed and not force:
             failed = ", ".join(

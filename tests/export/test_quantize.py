@@ -140,3 +140,49 @@ def test_calibration_folder_missing_exits_2(run_dir: Path, tmp_path: Path) -> No
     res = invoke("export", "quantize", run_dir, "--calib", tmp_path / "nope")
     assert res.exit_code == 2, res.output
     assert "nope" in res.output
+
+
+def test_eval_images_overlapping_the_calibration_picks_are_refused(
+    run_dir: Path, calib_small: Path, small_fp32: Path, tmp_path: Path
+) -> None:
+    """--eval may not score the gate on calibration images: not the same folder, nor a copy of it."""
+    shutil.copy(small_fp32, run_dir / "model.fp32.onnx")
+    copy = shutil.copytree(calib_small, tmp_path / "copy")
+    before = (run_dir / "card.json").read_bytes()
+    for eval_dir in (calib_small, copy):
+        res = invoke(
+            "export",
+            "quantize",
+            run_dir,
+            "--calib",
+            calib_small,
+            "--n",
+            "64",
+            "--eval",
+            eval_dir,
+            "--target",
+            "cpu",
+        )
+        assert res.exit_code == 2, res.output
+        assert "also calibration images" in res.output and "in-sample" in res.output
+    assert not (run_dir / "model.int8-cpu.onnx").exists()
+    assert before == (run_dir / "card.json").read_bytes()
+
+
+def test_gate_on_calibration_images_is_marked_in_sample(
+    run_dir: Path, calib_small: Path, small_fp32: Path, tmp_path: Path
+) -> None:
+    """With no other images than the calibration picks, the figure says it is in-sample."""
+    import json
+
+    shutil.copy(small_fp32, run_dir / "model.fp32.onnx")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for p in sorted((calib_small / "bin-images").glob("*.jpg"))[:6]:
+        shutil.copy(p, plain / p.name)
+    res = invoke("export", "quantize", run_dir, "--calib", plain, "--n", "8", "--target", "cpu", "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout[res.stdout.index("{") :])
+    assert report["in_sample"] is True and report["n_eval"] == 6
+    text = invoke("export", "quantize", run_dir, "--calib", plain, "--n", "8", "--target", "cpu", "--force")
+    assert "IN-SAMPLE" in text.output, text.output
