@@ -81,6 +81,7 @@ class Housekeeper:
             m.camera_reconnects.labels(name).set(st.reconnects + st.open_failures)
         m.outbox_depth.set(self.outbox.depth())
         m.outbox_dropped.set(self.outbox.dropped())
+        m.outbox_refused.set(self.outbox.refused()[0])
         m.mqtt_connected.set(1 if self.connected() else 0)
         m.model_ready.set(1 if self.store.ready else 0)
         self.cursors.flush()

@@ -81,6 +81,9 @@ class AgentMetrics:
         )
         self.outbox_depth = Gauge("binwatch_outbox_depth", "Alerts waiting for the broker", registry=r)
         self.outbox_dropped = Gauge("binwatch_outbox_dropped", "Alerts dropped by outbox bounds", registry=r)
+        self.outbox_refused = Gauge(
+            "binwatch_outbox_refused", "Outbox rows the broker refused, waiting for their retry", registry=r
+        )
         self.mqtt_connected = Gauge("binwatch_mqtt_connected", "1 while connected to the broker", registry=r)
         self.model_ready = Gauge("binwatch_model_ready", "1 when a model is loaded and warm", registry=r)
         self.model_info = Gauge(

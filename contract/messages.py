@@ -262,12 +262,12 @@ class Stats(Versioned):
     """Periodic ``stats``: throughput, latency per stage, outbox health, verdicts. Counters are
     totals since start.
 
-    Version 2 added ``verdicts``. Version 1 payloads (from older agents) are still read: they parse
-    as version 2 with empty ``verdicts``."""
+    Version 2 added ``verdicts``; version 3 the broker's refusals (``publish_refused``,
+    ``refused_waiting``, ``last_refusal``). Older payloads are still read, with those empty."""
 
     SCHEMA = "binwatch.stats"
-    VERSION = 2
-    OLDER_VERSIONS = (1,)
+    VERSION = 3
+    OLDER_VERSIONS = (1, 2)
 
     ts: Timestamp
     uptime_s: NonNegFloat
@@ -282,6 +282,9 @@ class Stats(Versioned):
     outbox_bytes: U63 = 0
     outbox_dropped: U63 = Field(default=0, description="alerts dropped because the outbox was full")
     alerts_published: U63 = 0
+    publish_refused: U63 = Field(default=0, description="publishes refused in an MQTT 5 PUBACK, since start")
+    refused_waiting: U63 = Field(default=0, description="outbox rows kept after a refusal, waiting to retry")
+    last_refusal: Optional[Text] = Field(default=None, description="the broker's latest reason for a refusal")
     invalid_messages: dict[LongKey, U63] = Field(
         default_factory=dict, max_length=64, description="refused incoming messages by reason or topic"
     )
@@ -300,7 +303,7 @@ class Stats(Versioned):
     def _v1_has_no_verdicts(cls, data: Any) -> Any:
         version = data.get("schema_version") if isinstance(data, dict) else None
         if type(version) is int and version == 1 and "verdicts" in data:
-            raise ValueError("verdicts is not part of binwatch.stats version 1 (write schema_version 2)")
+            raise ValueError("verdicts is not part of binwatch.stats version 1 (write schema_version 3)")
         return data
 
 

@@ -78,7 +78,9 @@ class BrokerConfig(_Section):
 
     broker: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port")
     client_id: Optional[str] = Field(default=None, description="MQTT client id; default: the device id")
-    protocol: Literal["3.1.1", "5"] = Field(default="3.1.1", description="MQTT protocol version")
+    protocol: Literal["3.1.1", "5"] = Field(
+        default="5", description="MQTT protocol version: 5 reports a refused publish; 3.1.1 loses it silently"
+    )
     keepalive: int = Field(default=30, ge=5, le=65535, description="seconds between keep-alive pings")
     connect_timeout_s: float = Field(default=10.0, gt=0, description="seconds to wait for CONNACK")
     tls: TlsConfig = Field(default_factory=TlsConfig)

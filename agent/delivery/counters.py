@@ -14,7 +14,9 @@ class LinkCounters:
     alerts_enqueued: int = 0
     alerts_published: int = 0  # PUBACKed alerts (a replayed duplicate counts again)
     alerts_replayed: int = 0  # published with is_historical
-    publish_failures: int = 0  # refused PUBACKs (MQTT 5) and publishes on a dead connection
+    publish_failures: int = 0  # publishes on a dead connection
+    publish_refused: int = 0  # PUBACKs with a failure reason code (MQTT 5), e.g. an ACL denial
+    last_refusal: str = ""  # the broker's reason for the latest refusal
     connects: int = 0
     connect_failures: int = 0
     disconnects: int = 0

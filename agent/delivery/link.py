@@ -107,6 +107,12 @@ class MqttLink:
     def start(self) -> None:
         if self._publisher is not None:
             raise RuntimeError("MqttLink.start() called twice")
+        if self.cfg.protocol != "5":
+            log.warning(
+                "MQTT %s: a publish the broker refuses (an ACL denial) is acknowledged and lost; "
+                "set mqtt.protocol: \"5\" so that refusals are reported and the alert kept",
+                self.cfg.protocol,
+            )
         self._publisher = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
         self._publisher.start()
         self._inbox.start()
@@ -198,6 +204,9 @@ class MqttLink:
                 "outbox_bytes": self.outbox.size_bytes(),
                 "outbox_dropped": self.outbox.dropped(),
                 "alerts_published": self.counters.alerts_published,
+                "publish_refused": self.counters.publish_refused,
+                "refused_waiting": self.outbox.refused()[0],
+                "last_refusal": self.counters.last_refusal or None,
             }
         )
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from agent.delivery.state import DB_NAME, bump_counter, get_counter, open_db
 
@@ -30,6 +31,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     qos     INTEGER NOT NULL,
     retain  INTEGER NOT NULL,
     created REAL    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refused (
+    id         INTEGER PRIMARY KEY,
+    attempts   INTEGER NOT NULL,
+    not_before REAL    NOT NULL,
+    reason     TEXT    NOT NULL
 );
 """
 
@@ -187,6 +194,7 @@ class Outbox:
                     if found is None:
                         continue
                     conn.execute("DELETE FROM outbox WHERE id = ?", (i,))
+                    conn.execute("DELETE FROM refused WHERE id = ?", (i,))
                     removed += 1
                     freed += int(found[0])
                 conn.execute("COMMIT")
@@ -199,15 +207,53 @@ class Outbox:
 
     # -- reading -------------------------------------------------------------------------------
     def peek(self, limit: int = 100, after_id: int = 0) -> list[Row]:
-        """The oldest ``limit`` rows with ``id > after_id``, in order; nothing is removed."""
+        """The oldest ``limit`` rows with ``id > after_id``, in order, leaving out refused rows that
+        wait for their retry (:meth:`refuse`); nothing is removed."""
         with self._lock:
             self._check_open()
             cur = self._conn.execute(
-                "SELECT id, topic, payload, qos, retain, created FROM outbox "
-                "WHERE id > ? ORDER BY id LIMIT ?",
-                (int(after_id), int(limit)),
+                "SELECT id, topic, payload, qos, retain, created FROM outbox WHERE id > ? "
+                "AND id NOT IN (SELECT id FROM refused WHERE not_before > ?) ORDER BY id LIMIT ?",
+                (int(after_id), time.time(), int(limit)),
             )
             return [Row(int(i), t, bytes(p), int(q), bool(r), float(c)) for i, t, p, q, r, c in cur]
+
+    # -- refused by the broker -------------------------------------------------------------------
+    def refuse(self, row_id: int, reason: str, *, base_s: float, max_s: float) -> float:
+        """The broker refused row ``row_id`` (MQTT 5 PUBACK): keep it, and retry it after a delay
+        that doubles with every refusal (``base_s`` .. ``max_s``); rows behind it go on. Returns
+        the delay."""
+        with self._lock:
+            self._check_open()
+            found = self._conn.execute("SELECT attempts FROM refused WHERE id = ?", (int(row_id),)).fetchone()
+            attempts = (int(found[0]) if found else 0) + 1
+            delay = min(max_s, base_s * 2 ** (attempts - 1))
+            self._conn.execute(
+                "INSERT OR REPLACE INTO refused (id, attempts, not_before, reason) VALUES (?, ?, ?, ?)",
+                (int(row_id), attempts, time.time() + delay, reason[:500]),
+            )
+            return delay
+
+    def due_refused(self, limit: int) -> list[Row]:
+        """Refused rows whose retry time has come, oldest first."""
+        with self._lock:
+            self._check_open()
+            cur = self._conn.execute(
+                "SELECT o.id, o.topic, o.payload, o.qos, o.retain, o.created FROM outbox o "
+                "JOIN refused r ON r.id = o.id WHERE r.not_before <= ? ORDER BY o.id LIMIT ?",
+                (time.time(), int(limit)),
+            )
+            return [Row(int(i), t, bytes(p), int(q), bool(r), float(c)) for i, t, p, q, r, c in cur]
+
+    def refused(self) -> tuple[int, Optional[str]]:
+        """Rows waiting after a refusal, and the broker's latest reason (None when there are none)."""
+        with self._lock:
+            self._check_open()
+            n, reason = self._conn.execute(
+                "SELECT COUNT(*), (SELECT r.reason FROM refused r JOIN outbox o ON o.id = r.id "
+                "ORDER BY r.not_before DESC LIMIT 1) FROM refused r JOIN outbox o ON o.id = r.id"
+            ).fetchone()
+            return int(n), reason
 
     def last_id(self) -> int:
         """The highest id stored now (0 if empty): rows up to it exist before anything put later."""

@@ -34,22 +34,37 @@ class OutboxWindow:
         self.counters = counters
 
     def fill(self, conn: Conn) -> None:
-        """Publish the next rows after the last one sent on ``conn``, up to the window size."""
+        """Publish refused rows whose retry time has come, then the next rows after the last one
+        sent on ``conn``, up to the window size."""
         room = self.cfg.inflight - len(conn.inflight)
         if room <= 0 or conn.lost:
             return
-        for row in self.outbox.peek(room, after_id=conn.last_sent_id):
-            payload, is_alert, historical = self._prepare(row, conn)
-            mid = send(conn, row.topic, payload, row.qos, row.retain)
-            if mid is None:
-                self.counters.publish_failures += 1
+        sending = set(conn.inflight.values())
+        retries = [r for r in self.outbox.due_refused(room) if r.id not in sending]
+        for row in retries:
+            if not self._send(conn, row):
                 return
-            conn.inflight[mid] = row.id
-            if is_alert:
-                conn.alert_mids.add(mid)
-            if historical:
-                conn.historical_mids.add(mid)
+            sending.add(row.id)
+        room = self.cfg.inflight - len(conn.inflight)
+        if room <= 0:
+            return
+        for row in self.outbox.peek(room, after_id=conn.last_sent_id):
+            if row.id not in sending and not self._send(conn, row):
+                return
             conn.last_sent_id = row.id
+
+    def _send(self, conn: Conn, row: Row) -> bool:
+        payload, is_alert, historical = self._prepare(row, conn)
+        mid = send(conn, row.topic, payload, row.qos, row.retain)
+        if mid is None:
+            self.counters.publish_failures += 1
+            return False
+        conn.inflight[mid] = row.id
+        if is_alert:
+            conn.alert_mids.add(mid)
+        if historical:
+            conn.historical_mids.add(mid)
+        return True
 
     def _prepare(self, row: Row, conn: Conn) -> tuple[bytes, bool, bool]:
         """Alert rows get ``published_ts`` now and ``is_historical`` when replayed; ids stay."""
@@ -67,8 +82,9 @@ class OutboxWindow:
         return alert.model_copy(update=update).to_json_bytes(), True, historical
 
     def handle_acks(self, conn: Conn, acked: dict[int, Any]) -> None:
-        """Delete the rows whose PUBACK arrived (``acked``: mid -> reason code); a refused one
-        (MQTT 5) stays in the outbox and marks ``conn`` lost, so it is retried after reconnect."""
+        """Delete the rows whose PUBACK arrived (``acked``: mid -> reason code). A refused one
+        (MQTT 5, e.g. "Not authorized" from the broker's ACL) stays in the outbox, counted with the
+        broker's reason, and is retried with backoff while the rows behind it go on."""
         done: list[int] = []
         for mid, rc in acked.items():
             row_id = conn.inflight.pop(mid, None)
@@ -79,15 +95,18 @@ class OutboxWindow:
             if row_id is None:
                 continue  # status, retained state, stats
             if rc is not None and getattr(rc, "is_failure", False):
-                # MQTT 5 broker refused it (e.g. not authorised): keep the row, retry on a new connection
-                self.counters.publish_failures += 1
-                log.error(
-                    "broker refused outbox row %d on %s: %s; will retry after reconnect",
-                    row_id,
-                    self.alert_topic,
-                    rc,
+                reason = f"{rc} ({'alert' if is_alert else 'message'} refused by the broker)"
+                delay = self.outbox.refuse(
+                    row_id, str(rc), base_s=self.cfg.reconnect_min_delay, max_s=self.cfg.reconnect_max_delay
                 )
-                conn.lost, conn.lost_reason = True, f"publish refused: {rc}"
+                self.counters.publish_refused += 1
+                self.counters.last_refusal = reason
+                log.error(
+                    "broker refused outbox row %d: %s; kept in the outbox, retry in %.1f s",
+                    row_id,
+                    reason,
+                    delay,
+                )
                 continue
             done.append(row_id)
             if is_alert:

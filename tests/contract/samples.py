@@ -93,7 +93,7 @@ EXAMPLES: dict[type[Versioned], dict[str, Any]] = {
     },
     Stats: {
         "schema": "binwatch.stats",
-        "schema_version": 2,
+        "schema_version": 3,
         "ts": TS,
         "uptime_s": 3600.5,
         "fps": 14.5,
@@ -105,6 +105,9 @@ EXAMPLES: dict[type[Versioned], dict[str, Any]] = {
         "outbox_bytes": 0,
         "outbox_dropped": 0,
         "alerts_published": 17,
+        "publish_refused": 2,
+        "refused_waiting": 1,
+        "last_refusal": "Not authorized",
         "invalid_messages": {"bin:invalid-json": 2},
         "verdicts": {"match": 40, "mismatch": 17, "uncertain": 3, "no_manifest": 1, "failed": 0},
         "backend": "tensorrt",

@@ -315,14 +315,15 @@ def test_stats_defaults_are_zero() -> None:
     assert Stats.parse(stats.to_json_bytes()) == stats
 
 
-def test_stats_version_1_from_an_older_agent_is_read_as_version_2() -> None:
+def test_stats_version_1_from_an_older_agent_is_read_as_version_3() -> None:
     v1 = example(Stats)
-    del v1["verdicts"]
+    for field in ("verdicts", "publish_refused", "refused_waiting", "last_refusal"):
+        del v1[field]
     v1["schema_version"] = 1
     stats = Stats.parse(json.dumps(v1))
-    assert stats.schema_version == 2 and stats.verdicts == {}
+    assert stats.schema_version == 3 and stats.verdicts == {} and stats.publish_refused == 0
     assert stats.alerts_published == v1["alerts_published"]
-    assert json.loads(stats.to_json_bytes())["schema_version"] == 2
+    assert json.loads(stats.to_json_bytes())["schema_version"] == 3
     # verdicts did not exist in version 1: a version 1 payload carrying them is refused
     v1["verdicts"] = {"match": 1}
     assert "verdicts is not part of binwatch.stats version 1" in _refused(Stats, v1)
