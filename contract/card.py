@@ -118,6 +118,17 @@ class Metrics(Strict):
         default=None, description="which artifact: pytorch, onnx-fp32, int8-cpu, ..."
     )
     is_synthetic: bool = Field(default=False, description="synthetic-bin scores are pipeline checks only")
+    calibrated_in_sample: Optional[bool] = Field(
+        default=None,
+        description="True: the temperature (and decision thresholds) were fitted on images that are "
+        "also scored here (e.g. --split val), so ece is in-sample; None: not recorded (older cards)",
+    )
+    training_images: Optional[int] = Field(
+        default=None,
+        ge=0,
+        description="scored images from the run's training split (--split all): above 0 the scores are "
+        "not held-out; None: not recorded (older cards)",
+    )
 
 
 class DecisionDefaults(Strict):

@@ -138,14 +138,17 @@ def _fit_and_score(
     x_train: np.ndarray,
     y_train: np.ndarray,
     xs: dict[str, np.ndarray],
-    ys: dict[str, np.ndarray],
+    truths: tuple[dict[str, np.ndarray], dict[str, list[int]]],
     counts: list[int],
     n_comp: int,
     seed: int,
     progress: Optional[Callable[[str, int, int], None]],
 ) -> dict[str, dict[str, Any]]:
-    """Fit each model on the train features; its metrics on every scored split, by split and model."""
+    """Fit each model on the train features; its metrics on every scored split, by split and model.
+    ``truths``: (the head's classes, the unclipped true counts) per split."""
     from training.metrics import count_metrics
+
+    ys, raws = truths
 
     per_split: dict[str, dict[str, Any]] = {name: {} for name in xs}
     for i, m in enumerate(models):
@@ -154,7 +157,7 @@ def _fit_and_score(
         clf = make_classifier(m, n_comp, seed).fit(x_train, y_train)
         for name in xs:
             pred = np.asarray(clf.predict(xs[name]), dtype=np.int64)
-            per_split[name][m] = count_metrics(ys[name], pred, counts)
+            per_split[name][m] = count_metrics(ys[name], pred, counts, raws[name])
             log.info(
                 "%s on %s: accuracy %.3f RMSE %.3f",
                 m,
@@ -211,7 +214,8 @@ def run_baseline(
     xs = {name: feats(name, splits[name]) for name in scored}
     ys = {name: head_counts([it.count for it in splits[name]], counts, overflow) for name in scored}
     n_comp = int(max(1, min(pca, x_train.shape[0] - 1, x_train.shape[1])))
-    per_split = _fit_and_score(models, x_train, y_train, xs, ys, counts, n_comp, seed, progress)
+    raws = {name: [it.count for it in splits[name]] for name in scored}
+    per_split = _fit_and_score(models, x_train, y_train, xs, (ys, raws), counts, n_comp, seed, progress)
     main_split = "test" if "test" in scored else "val"
     result = {
         "kind": "binwatch.baseline",

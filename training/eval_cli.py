@@ -169,4 +169,12 @@ def _summary(r: dict) -> None:
         )
     if r.get("park_results"):
         console.print(f"counting_result: {r['park_results']['file']} ({r['park_results']['lines']} lines)")
+    ins = r.get("in_sample") or {}
+    if ins.get("training_images"):
+        console.print(
+            f"[yellow]not held-out: {ins['training_images']} of {r['n']} scored images "
+            "are training images[/yellow]"
+        )
+    if ins.get("calibration"):
+        console.print("[yellow]temperature and thresholds were fitted on scored images: in-sample[/yellow]")
     console.print(f"report: {Path(r['out']) / 'report.md'}", highlight=False)

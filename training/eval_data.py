@@ -21,6 +21,7 @@ __all__ = [
     "load_items",
     "pick_split",
     "select_splits",
+    "shared_items",
     "split_file_entries",
     "trained_on_synthetic",
 ]
@@ -139,3 +140,9 @@ def trained_on_synthetic(card) -> bool:
     """Whether the card's metrics on the data it was trained on say that data was synthetic."""
     data = card.trained_from.data if card.trained_from else None
     return any(m.is_synthetic for m in card.metrics if data is None or m.dataset == data)
+
+
+def shared_items(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """How many items of ``a`` are also in ``b`` (by key)."""
+    keys = {it.key for it in b}
+    return sum(1 for it in a if it.key in keys)

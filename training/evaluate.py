@@ -34,11 +34,13 @@ from typing import Any, Optional
 import numpy as np
 
 from contract.files import write_atomic
+from training.eval_card import card_metrics, update_card
 from training.eval_data import (
     EvalError,
     load_items,
     pick_split,
     select_splits,
+    shared_items,
     split_file_entries,
     trained_on_synthetic,
 )
@@ -86,27 +88,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n", mode=0o644)
 
 
-def _update_card(
-    run: Path, card, *, metrics_entry, temperature: Optional[float], decision: Optional[dict]
-) -> None:
-    from contract.card import DecisionDefaults, save_card
-
-    card.metrics = [
-        m
-        for m in card.metrics
-        if not (
-            m.dataset == metrics_entry.dataset
-            and m.split == metrics_entry.split
-            and m.model == metrics_entry.model
-        )
-    ] + [metrics_entry]
-    if temperature is not None:
-        card.output.temperature = float(temperature)
-    if decision is not None:
-        card.decision = DecisionDefaults(**decision)
-    save_card(card, run / "card.json")
-
-
 # -- the driver ----------------------------------------------------------------------------------
 
 
@@ -123,6 +104,7 @@ class _Data:
     seen: bool
     eval_items: list[Any]
     val_items: list[Any]
+    training_images: int = 0  # scored images from the run's training split (--split all)
 
 
 def _check_options(opts: EvalOptions) -> None:
@@ -145,8 +127,20 @@ def _select_data(opts: EvalOptions, run: Path, card, counts: list[int], overflow
     eval_items = splits[split] if split != "all" else (splits.get("all") or kept)
     if not eval_items:
         raise EvalError(f"no images to evaluate in {opts.data} (split {split}, {split_how})")
+    n_train = shared_items(eval_items, splits.get("train") or [])
+    if n_train:
+        log.warning("%d of the %d scored images are from the run's training split", n_train, len(eval_items))
     return _Data(
-        ds_name, ds_id, synthetic, excluded, split, split_how, seen, eval_items, splits.get("val") or []
+        ds_name,
+        ds_id,
+        synthetic,
+        excluded,
+        split,
+        split_how,
+        seen,
+        eval_items,
+        splits.get("val") or [],
+        n_train,
     )
 
 
@@ -172,19 +166,20 @@ def _calibrate(opts: EvalOptions, model, card, d: _Data, logits, true, counts, o
     return temperature, t_source, val_logits
 
 
-def _score(logits, flipped, true, temperature: float, counts: list[int]):
+def _score(logits, flipped, true, raw_true, temperature: float, counts: list[int]):
     """(probabilities, those of the flip TTA when scored else the same, metrics by decoding, the
-    flip TTA's metrics by decoding or None)."""
+    flip TTA's metrics by decoding or None); RMSE/MAE against the unclipped ``raw_true``."""
     from training.metrics import DECODINGS, count_metrics, decode, softmax
 
+    def table(p: np.ndarray) -> dict[str, Any]:
+        return {how: count_metrics(true, decode(p, counts, how), counts, raw_true) for how in DECODINGS}
+
     probs = softmax(logits, temperature)
-    tables: dict[str, Any] = {
-        how: count_metrics(true, decode(probs, counts, how), counts) for how in DECODINGS
-    }
+    tables = table(probs)
     if flipped is None:
         return probs, probs, tables, None
     probs_tta = 0.5 * (probs + softmax(flipped, temperature))
-    tta_tables = {how: count_metrics(true, decode(probs_tta, counts, how), counts) for how in DECODINGS}
+    tta_tables = table(probs_tta)
     return probs, probs_tta, tables, tta_tables
 
 
@@ -263,27 +258,6 @@ def _park(opts: EvalOptions, probs, counts: list[int], split: str) -> dict[str, 
     }
 
 
-def _card_metrics(argmax: dict[str, Any], calib: dict[str, Any], d: _Data):
-    """The card's metrics entry of this evaluation (argmax decoding)."""
-    from contract.card import Metrics
-
-    return Metrics(
-        dataset=d.id,
-        split=d.split,
-        n=argmax["n"],
-        accuracy=argmax["accuracy"],
-        rmse=argmax["rmse"],
-        mae=argmax["mae"],
-        per_class_accuracy={
-            k: v["accuracy"] for k, v in argmax["per_class"].items() if v["accuracy"] is not None
-        },
-        ece=calib["ece"],
-        ece_uncalibrated=calib["ece_uncalibrated"],
-        model="pytorch",
-        is_synthetic=d.synthetic,
-    )
-
-
 def _result(run: Path, card, d: _Data, **parts: Any) -> dict[str, Any]:
     """What ``metrics.json`` holds; ``parts`` are the measured sections (temperature, tables, ...)."""
     return {
@@ -310,6 +284,7 @@ def _result(run: Path, card, d: _Data, **parts: Any) -> dict[str, Any]:
         "decision": parts["decision"],
         "baseline": parts["baseline"],
         "plots": parts["plots"],
+        "in_sample": {"calibration": parts["in_sample"], "training_images": d.training_images},
     }
 
 
@@ -338,9 +313,10 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
     true = head_counts(raw_true, counts, overflow)
     temperature, t_source, val_logits = _calibrate(opts, model, card, d, logits, true, counts, overflow, kw)
 
-    probs, park_probs, tables, tta_tables = _score(logits, flipped, true, temperature, counts)
+    probs, park_probs, tables, tta_tables = _score(logits, flipped, true, raw_true, temperature, counts)
     calib = calibration_summary(logits, np.searchsorted(counts, true), temperature)
     calib["source"] = t_source
+    in_sample = val_logits is not None and (d.split == "val" or shared_items(d.eval_items, d.val_items) > 0)
     mismatch, decision, pe, is_mm = _mismatch(
         opts, card, d, probs, raw_true, val_logits, temperature, counts, overflow
     )
@@ -374,16 +350,17 @@ def run_eval(opts: EvalOptions, progress: Optional[Progress] = None) -> dict[str
         decision=decision,
         baseline=_read_baseline(opts, run),
         plots=pngs,
+        in_sample=in_sample,
     )
     if opts.park_results is not None:
         result["park_results"] = _park(opts, park_probs, counts, d.split)
     _write_json(out / "metrics.json", result)
     write_report(out / "report.md", result)
     if opts.update_card:
-        _update_card(
+        update_card(
             run,
             card,
-            metrics_entry=_card_metrics(tables["argmax"], calib, d),
+            metrics_entry=card_metrics(tables["argmax"], calib, d, in_sample),
             temperature=temperature if val_logits is not None else None,
             decision=decision,
         )

@@ -12,14 +12,16 @@ Decoding a probability vector ``p`` over the head's counts ``c``:
   ``E[(n - X)^2] = (n - E X)^2 + Var X``, so the integer nearest the mean minimises expected RMSE.
 
 With an overflow head ("K or more"), the overflow class counts as K for the expectation and for the
-scores; true counts beyond K are mapped to K before scoring (see :func:`head_counts`).
+predictions. Accuracy maps true counts beyond K to K (predicting "K or more" for 7 items is right;
+see :func:`head_counts`), but RMSE and MAE use the unclipped true counts (``raw_true`` of
+:func:`count_metrics`): a bin of 9 predicted as the overflow class K = 5 is 4 off, not 0.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -113,19 +115,26 @@ def confusion_matrix(
 
 
 def count_metrics(
-    true_counts: Sequence[int], pred_counts: Sequence[int], counts: Sequence[int]
+    true_counts: Sequence[int],
+    pred_counts: Sequence[int],
+    counts: Sequence[int],
+    raw_true: Optional[Sequence[int]] = None,
 ) -> dict[str, Any]:
     """abid_challenge accuracy and RMSE, plus MAE, per true class, and the confusion matrix.
 
+    ``true_counts`` are the head's classes (:func:`head_counts`); ``raw_true``, the unclipped true
+    counts (default: ``true_counts``), are what RMSE and MAE measure the error against, so that an
+    overflow head does not hide how far off it is on bins beyond its last count.
     Per-class entries are keyed by the count as a string (JSON keys); classes without items get
     ``n = 0`` and ``None`` scores.
     """
     t = np.asarray(true_counts, dtype=np.int64)
     p = np.asarray(pred_counts, dtype=np.int64)
-    if t.shape != p.shape:
-        raise ValueError(f"true and predicted counts differ in length: {t.shape} vs {p.shape}")
+    raw = t if raw_true is None else np.asarray(raw_true, dtype=np.int64)
+    if t.shape != p.shape or raw.shape != t.shape:
+        raise ValueError(f"true and predicted counts differ in length: {t.shape} vs {p.shape} vs {raw.shape}")
     n = int(t.size)
-    err = (p - t).astype(np.float64)
+    err = (p - raw).astype(np.float64)
     out: dict[str, Any] = {
         "n": n,
         "accuracy": float(np.mean(p == t)) if n else 0.0,

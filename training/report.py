@@ -68,12 +68,31 @@ def _banner(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _in_sample(r: dict[str, Any]) -> list[str]:
+    """Warnings when the scores are not held-out: training images scored, or T and the thresholds
+    fitted on images that are also scored."""
+    ins = r.get("in_sample") or {}
+    lines = []
+    if ins.get("training_images"):
+        lines.append(
+            f"> **Not held-out:** {ins['training_images']} of the {r['n']} scored images are from the run's "
+            "training split (`--split all`); these scores overstate the model. Use `--split test` or `val`."
+        )
+    if ins.get("calibration"):
+        lines.append(
+            "> **In-sample calibration:** the temperature and the decision thresholds were fitted on the "
+            "validation images, which are also scored here: the calibrated ECE and the rates at the card's "
+            "thresholds are in-sample."
+        )
+    return lines
+
+
 def render_report(r: dict[str, Any]) -> str:
     L: list[str] = [
         f"# Evaluation: {r['model']['name']} v{r['model']['version']} on {r['dataset']} / {r['split']}",
         "",
     ]
-    banner = _banner(r)
+    banner = _banner(r) + _in_sample(r)
     if banner:
         L += [*banner, ""]
     L += [
@@ -223,8 +242,11 @@ def _calibration(r: dict[str, Any]) -> list[str]:
             [f"calibrated (T = {cal['temperature']:.3f})", _num(cal["ece"], 4), _num(cal["nll"], 4)],
         ],
     )
-    if r["split"] == "val" and "fitted on the validation" in cal["source"]:
-        L += ["", "T was fitted on this same split, so the calibrated row is in-sample."]
+    if (r.get("in_sample") or {}).get("calibration"):
+        L += [
+            "",
+            "T was fitted on images scored here (the validation split), so the calibrated row is in-sample.",
+        ]
     L += ["", f"![reliability diagram]({r['plots']['reliability']})", ""]
     return L
 

@@ -206,3 +206,24 @@ def test_eval_on_real_abid_sample(trained, tmp_path):
     for name in ("confusion.png", "reliability.png", "mismatch_roc.png"):
         assert (out / name).read_bytes()[:8] == PNG
     assert "kept from the card" in r["calibration"]["source"]
+
+
+def test_card_and_report_say_when_scores_are_in_sample(run_copy, tmp_path):
+    """--split all scores training images and T/thresholds fitted on val images also scored: the
+    card's metrics entry and the report say so; a held-out split with val elsewhere is clean."""
+    run, data = run_copy
+    r = run_eval(EvalOptions(run=run, data=data, split="all", out=tmp_path / "all"))
+    items, _ = items_from_dir(data)
+    n_train = len(load_splits_json(run / "splits.json", items)[0]["train"])
+    assert n_train > 0 and r["in_sample"] == {"calibration": True, "training_images": n_train}
+    entry = next(m for m in load_card(run).metrics if m.split == "all" and m.model == "pytorch")
+    assert entry.training_images == n_train and entry.calibrated_in_sample is True
+    report = (tmp_path / "all" / "report.md").read_text()
+    assert "Not held-out" in report and "In-sample calibration" in report
+
+    files = val_halves(run, data, tmp_path)
+    held = run_eval(EvalOptions(run=run, data=data, split_files=files, out=tmp_path / "ev"))
+    assert held["split"] == "test" and held["in_sample"] == {"calibration": False, "training_images": 0}
+    entry = next(m for m in load_card(run).metrics if m.split == "test" and m.model == "pytorch")
+    assert entry.training_images == 0 and entry.calibrated_in_sample is False
+    assert "Not held-out" not in (tmp_path / "ev" / "report.md").read_text()

@@ -103,3 +103,20 @@ def test_softmax_temperature_keeps_argmax():
         assert np.allclose(p.sum(axis=1), 1)
         assert (p.argmax(1) == z.argmax(1)).all()
     assert softmax(z, 3.0).max(1).mean() < softmax(z, 1.0).max(1).mean()
+
+
+def test_overflow_rmse_uses_unclipped_true_counts():
+    """Head 0..5 with "5 or more": a bin of 9 predicted as the overflow class is right for accuracy
+    but 4 off for RMSE/MAE (the overflow prediction counts as 5)."""
+    counts = [0, 1, 2, 3, 4, 5]
+    raw = [9, 5, 2]
+    true = head_counts(raw, counts, overflow=True)
+    pred = [5, 5, 1]
+    m = count_metrics(true, pred, counts, raw_true=raw)
+    assert m["accuracy"] == pytest.approx(2 / 3)
+    assert m["rmse"] == pytest.approx(math.sqrt((16 + 0 + 1) / 3))
+    assert m["mae"] == pytest.approx(5 / 3)
+    assert m["per_class"]["5"]["accuracy"] == 1.0
+    assert m["per_class"]["5"]["rmse"] == pytest.approx(math.sqrt(16 / 2))
+    # without raw_true the old (clipped) behaviour stays for callers that have no overflow
+    assert count_metrics(true, pred, counts)["rmse"] == pytest.approx(math.sqrt(1 / 3))
