@@ -110,7 +110,7 @@ class MqttLink:
         if self.cfg.protocol != "5":
             log.warning(
                 "MQTT %s: a publish the broker refuses (an ACL denial) is acknowledged and lost; "
-                "set mqtt.protocol: \"5\" so that refusals are reported and the alert kept",
+                'set mqtt.protocol: "5" so that refusals are reported and the alert kept',
                 self.cfg.protocol,
             )
         self._publisher = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
