@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -66,6 +67,11 @@ class Mosquitto:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout}s")
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads its password and ACL files without dropping the listener."""
+        assert self.proc is not None, "reload() before start()"
+        self.proc.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         if self.proc is None:

@@ -7,7 +7,6 @@ SIGHUP), real agent runtime, real SQLite outbox."""
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +75,7 @@ def test_refused_alerts_stay_counted_with_the_reason_and_arrive_once_allowed(
         assert f"binwatch_outbox_refused {float(alerts)}" in metrics
 
         acl_broker.acl.write_text("\n".join(ALLOW_ALERTS) + "\n")  # the operator fixes the ACL
-        acl_broker.proc.send_signal(signal.SIGHUP)
+        acl_broker.reload()
         assert wait_until(lambda: len({a.alert_id for a in col.alerts()}) == alerts, timeout=60)
         assert wait_until(lambda: rt.outbox.depth() == 0)
         assert sorted(a.seq for a in col.alerts())[:alerts] == list(range(1, alerts + 1))

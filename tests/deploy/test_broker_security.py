@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -32,7 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from contract.topics import Topics, fleet_desired, group_desired
 from mqttconn.client import connect_kwargs, make_client
 from mqttconn.config import BrokerConfig, TlsConfig
-from tests.broker import free_port, mosquitto_binary
+from tests.broker import Mosquitto, free_port, mosquitto_binary
 from tests.hw import REPO, requires_mosquitto
 
 HERE = REPO / "deploy" / "mosquitto"
@@ -109,55 +108,22 @@ def render_config(
     return "\n".join(out) + "\n"
 
 
-class Broker:
+class Broker(Mosquitto):
+    """tests.broker.Mosquitto started from the shipped production config instead of the test one."""
+
     def __init__(self, workdir: Path, pki: Path, *, require_certificate: bool | None = None) -> None:
-        self.workdir = workdir
+        super().__init__(workdir)
         self.pki = pki
-        self.port = free_port()
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "state").mkdir(exist_ok=True)
-        self.conf = workdir / "mosquitto.conf"
+        (self.workdir / "state").mkdir(exist_ok=True)
         self.conf.write_text(
             render_config(
                 SHIPPED_CONF.read_text(),
                 port=self.port,
                 pki=pki,
-                state=workdir / "state",
+                state=self.workdir / "state",
                 require_certificate=require_certificate,
             )
         )
-        self.log = workdir / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [mosquitto_binary(), "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log.read_text()[-3000:]}")
-
-    def reload(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGHUP)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-            self.proc = None
 
 
 @pytest.fixture(scope="module")
