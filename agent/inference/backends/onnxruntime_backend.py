@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Optional
@@ -11,18 +10,11 @@ import numpy as np
 
 from agent.inference.backends.base import Backend, BackendError, BackendUnavailable, pick_onnx_artifact
 from contract.card import ModelCard
+from contract.files import sha256_file
 
 log = logging.getLogger(__name__)
 
 __all__ = ["OnnxRuntimeBackend"]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class OnnxRuntimeBackend(Backend):
@@ -107,7 +99,7 @@ class OnnxRuntimeBackend(Backend):
         self.card = card
         self.artifact = artifact
         self.model_file = path
-        self.model_sha256 = artifact.sha256 if artifact is not None else _sha256(path)
+        self.model_sha256 = artifact.sha256 if artifact is not None else sha256_file(path)
         self.precision = prec
         self.device = "cuda" if on_cuda else "cpu"
         log.info(
