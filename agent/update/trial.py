@@ -29,6 +29,12 @@ class Installed:
     version: int
     rollout_id: Optional[str] = None
 
+    @property
+    def refusal(self) -> tuple[str, Optional[str]]:
+        """``(sha256, rollout id)`` as :attr:`UpdateState.refused` lists it: a downloaded bundle is
+        ``<staging>/<sha256>.tar``."""
+        return Path(self.source).stem, self.rollout_id
+
 
 @dataclass(frozen=True)
 class Trial:
@@ -103,7 +109,7 @@ class UpdateState:
                     f"crash loop: the agent started {starts} times within the trial window of version "
                     f"{failed.version}; going back to version {self.previous.version}"
                 )
-                self.rolled_back((Path(failed.source).stem, failed.rollout_id))
+                self.rolled_back(failed.refusal)
                 return self._existing(configured), (failed.version, reason, failed.rollout_id)
             self.trial = Trial(self.trial.version, self.trial.until, starts)
             self._save()

@@ -273,8 +273,7 @@ class Updater:
             )
             self.state.confirm()
             return False
-        self.state.rolled_back((Path(failed.source).stem, failed.rollout_id))
-        self.report.rollout_id = failed.rollout_id
+        self.state.rolled_back(failed.refusal)
         self.report(failed.version, "rolled_back", f"{reason}; version {previous.version} is running again")
         log.error("rolled back from version %d to %d: %s", failed.version, previous.version, reason)
         return True
