@@ -28,6 +28,7 @@ from contract.base import ContractError
 from contract.bundle import MANIFEST_NAME, verify_manifest
 from contract.card import ModelCard
 from contract.golden import GOLDEN_FILE, compare_golden, load_golden, softmax
+from contract.signing import SignatureError, signature_of, verify_signature
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,6 @@ class BundleChecks:
 
     @staticmethod
     def _same_signature(bundle: Path, expected: str) -> list[str]:
-        from contract.signing import signature_of
-
         found = signature_of(bundle)
         if found is None:
             return ["the desired state names a signature but the bundle has no MANIFEST.sig"]
@@ -88,11 +87,6 @@ class BundleChecks:
         return []
 
     def _signature(self, bundle: Path) -> list[str]:
-        try:
-            from contract.signing import SignatureError, signature_of, verify_signature
-        except ImportError as e:  # pragma: no cover - cryptography comes with binwatch[agent]
-            return [f"cannot check signatures ({e}): pip install 'binwatch[agent]'"]
-
         if signature_of(bundle) is None and self.allow_unsigned:
             log.warning("bundle %s is unsigned: accepted because model.allow_unsigned is set", bundle)
             return []
@@ -101,7 +95,7 @@ class BundleChecks:
         except (SignatureError, ContractError) as e:
             return [str(e)]
         except ImportError as e:  # pragma: no cover - cryptography comes with binwatch[agent]
-            return [f"cannot check signatures ({e}): pip install 'binwatch[agent]'"]
+            return [f"cannot check signatures ({e}): pip install 'binwatch[agent]'"]  # imported lazily
         log.info("bundle %s is signed by trusted key %s", bundle, key)
         return []
 
