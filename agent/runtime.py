@@ -116,13 +116,10 @@ class Runtime:
 
     def _build_link(self, cfg: AgentConfig) -> None:
         """The MQTT link; what it asks for (status, stats, incoming messages) is built next."""
-        subs = [(self.topics.bin, 1), (self.topics.cmd_wildcard, 1)]
-        if cfg.manifest.mqtt:
-            subs.append((self.topics.manifest_wildcard, 1))
-        if cfg.update.enabled:
-            subs.append((self.topics.model_desired, 1))
-            subs.append((self.topics.fleet_desired(), 1))
-            subs += [(self.topics.group_desired(g), 1) for g in cfg.update.groups]
+        topics = self.topics.subscriptions(
+            cfg.update.groups, manifests=cfg.manifest.mqtt, desired=cfg.update.enabled
+        )
+        subs = [(t, 1) for t in topics]
         self.link = MqttLink(
             cfg.mqtt,
             self.topics,

@@ -16,6 +16,7 @@ Every id (site, device, group, bin id, command name) is one topic level: 1..128 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
@@ -146,11 +147,17 @@ class Topics:
     def group_desired(self, group: str) -> str:
         return group_desired(self.prefix, group)
 
-    def subscriptions(self, groups: tuple[str, ...] = ()) -> list[str]:
-        """What the agent subscribes to: its desired model (device, fleet, groups), bins, commands
-        and its site's manifests."""
-        subs = [self.model_desired, self.fleet_desired(), self.bin, self.cmd_wildcard, self.manifest_wildcard]
-        subs.extend(self.group_desired(g) for g in groups)
+    def subscriptions(
+        self, groups: Sequence[str] = (), *, manifests: bool = True, desired: bool = True
+    ) -> list[str]:
+        """What the agent subscribes to: bins, commands, its site's manifests (unless
+        ``manifests=False``) and its desired model: device, fleet and ``groups`` (unless
+        ``desired=False``)."""
+        subs = [self.bin, self.cmd_wildcard]
+        if manifests:
+            subs.append(self.manifest_wildcard)
+        if desired:
+            subs += [self.model_desired, self.fleet_desired(), *(self.group_desired(g) for g in groups)]
         return subs
 
 

@@ -130,3 +130,9 @@ def test_parse_topic_inverts_every_builder() -> None:
 def test_parse_topic_refuses_foreign_topics(topic: str) -> None:
     with pytest.raises(ValueError, match="topic"):
         parse_topic(topic)
+
+
+def test_subscriptions_leave_out_what_the_agent_does_not_follow() -> None:
+    assert set(T.subscriptions(manifests=False, desired=False)) == {T.bin, T.cmd_wildcard}
+    assert T.manifest_wildcard in T.subscriptions(desired=False)
+    assert T.group_desired("g") not in T.subscriptions(("g",), desired=False)
