@@ -148,6 +148,7 @@ class Outbox:
             freed += int(vlen)
         cur.close()
         conn.executemany("DELETE FROM outbox WHERE id = ?", ((v,) for v in victims))
+        conn.executemany("DELETE FROM refused WHERE id = ?", ((v,) for v in victims))
         bump_counter(conn, DROPPED, len(victims))
         bump_counter(conn, DROPPED_BYTES, freed)
         text = (

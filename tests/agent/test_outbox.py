@@ -144,3 +144,21 @@ def test_concurrent_writers_get_unique_ids_and_seqs(tmp_path: Path) -> None:
     # seq follows insertion order because both are assigned in one transaction
     assert [int(r.payload) for r in rows] == list(range(1, 201))
     ob.close()
+
+
+def test_refused_rows_wait_for_their_retry_and_leave_with_their_row(tmp_path: Path) -> None:
+    """A row the broker refused is skipped by peek until its retry time, then due again; its
+    refusal record goes with the row, whether acknowledged or dropped by the bounds."""
+    with Outbox(tmp_path, max_rows=3) as ob:
+        a, b = ob.put("t", b"a"), ob.put("t", b"b")
+        assert ob.refuse(a, "Not authorized", base_s=60, max_s=600) == 60
+        assert [r.id for r in ob.peek(10)] == [b]  # the rows behind it go on
+        assert ob.due_refused(10) == [] and ob.refused() == (1, "Not authorized")
+        assert ob.refuse(a, "Not authorized", base_s=0, max_s=600) == 0  # due now
+        assert [r.id for r in ob.due_refused(10)] == [a]
+        for payload in (b"c", b"d", b"e"):  # past max_rows: the oldest (a) is dropped
+            ob.put("t", payload)
+        assert ob.refused() == (0, None)
+    db = sqlite3.connect(tmp_path / "agent.db")
+    assert db.execute("SELECT COUNT(*) FROM refused").fetchone()[0] == 0  # no orphaned record
+    db.close()
