@@ -25,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     # messages
     "Alert": "contract.messages",
     "BinEvent": "contract.messages",
+    "BinOutcome": "contract.messages",
+    "Review": "contract.messages",
     "CameraStats": "contract.messages",
     "CameraStatus": "contract.messages",
     "CommandRequest": "contract.messages",
@@ -65,6 +67,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = [
     "Alert",
     "BinEvent",
+    "BinOutcome",
     "BundleManifest",
     "CameraStats",
     "CameraStatus",
@@ -79,6 +82,7 @@ __all__ = [
     "ModelRef",
     "ModelReported",
     "Result",
+    "Review",
     "Snapshot",
     "StageLatency",
     "Stats",
@@ -135,6 +139,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from contract.messages import (
         Alert,
         BinEvent,
+        BinOutcome,
         CameraStats,
         CameraStatus,
         CommandRequest,
@@ -145,6 +150,7 @@ if TYPE_CHECKING:  # pragma: no cover
         ModelRef,
         ModelReported,
         Result,
+        Review,
         Snapshot,
         StageLatency,
         Stats,

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "Alert",
     "BinEvent",
+    "BinOutcome",
     "CameraStats",
     "CameraStatus",
     "CommandRequest",
@@ -59,6 +60,7 @@ __all__ = [
     "ModelRef",
     "ModelReported",
     "Result",
+    "Review",
     "Snapshot",
     "StageLatency",
     "Stats",
@@ -123,10 +125,16 @@ class ModelRef(Strict):
 
 
 class Snapshot(Strict):
-    """Where the frame's JPEG lies (on the device or uploaded); never inlined."""
+    """Where the frame's JPEG lies (on the device or uploaded); never inlined. Since alert and
+    result version 2, ``topic`` names the MQTT topic the JPEG bytes are published on
+    (``<root>/alert/snapshot/<alert_id>``), so that an operator's console can fetch it."""
 
     uri: Uri
     sha256: Sha256
+    topic: Optional[Uri] = Field(
+        default=None, description="MQTT topic carrying the JPEG bytes (raw, QoS 1), if published"
+    )
+    size: Optional[U63] = Field(default=None, description="JPEG size in bytes")
 
 
 def _check_distribution(dist: dict[str, float]) -> dict[str, float]:
@@ -200,7 +208,8 @@ class Alert(_Verdict):
     idempotency key: a consumer that sees the same id twice has seen the same alert."""
 
     SCHEMA = "binwatch.alert"
-    VERSION = 1
+    VERSION = 2
+    OLDER_VERSIONS = (1,)  # version 1's snapshot had no ``topic``/``size``
 
     alert_id: _UUID
 
@@ -209,7 +218,8 @@ class Result(_Verdict):
     """Every verdict (``result``, off by default): an alert's fields plus the verdict."""
 
     SCHEMA = "binwatch.result"
-    VERSION = 1
+    VERSION = 2
+    OLDER_VERSIONS = (1,)  # version 1's snapshot had no ``topic``/``size``
 
     result_id: _UUID
     verdict: Literal["match", "mismatch", "uncertain"]
@@ -375,6 +385,57 @@ class BinEvent(Versioned):
         if self.items:
             return sum(i.quantity for i in self.items)
         return None
+
+
+class BinOutcome(Versioned):
+    """``bin/outcome``: how one ``bin`` event ended, sent durably (QoS 1, through the outbox) for
+    every event the agent accepted: a verdict, or ``failed`` with the reason (superseded, timed out,
+    stale after an outage, the agent restarted before deciding it, ...)."""
+
+    SCHEMA = "binwatch.bin_outcome"
+    VERSION = 1
+
+    site: Id
+    device: Id
+    camera: Id
+    bin_id: Id
+    event_id: Ref
+    outcome: Literal["match", "mismatch", "uncertain", "no_manifest", "failed"]
+    reason: Text = Field(default="", description="why it failed (empty otherwise)")
+    expected_qty: Optional[Count] = None
+    predicted_qty: Optional[Count] = None
+    p_expected: Optional[Prob] = None
+    alert_id: Optional[_UUID] = Field(default=None, description="the alert a mismatch raised")
+    ts: Timestamp
+
+
+# -- reviews (operator side) -------------------------------------------------------------------
+class Review(Versioned):
+    """``alert/review`` (under the alert's device root): a person's review of an alert, published
+    by the console for other consumers (a WMS). ``confirmed`` carries the counted ``actual_qty``."""
+
+    SCHEMA = "binwatch.review"
+    VERSION = 1
+
+    alert_id: _UUID
+    site: Id
+    device: Id
+    camera: Id
+    bin_id: Id
+    event_id: Optional[Ref] = None
+    decision: Literal["confirmed", "false_alarm", "cant_tell"]
+    actual_qty: Optional[Count] = Field(default=None, description="items counted by the reviewer (confirmed)")
+    reviewer: Ref
+    note: Annotated[StrictStr, StringConstraints(max_length=1024)] = ""
+    ts: Timestamp
+
+    @model_validator(mode="after")
+    def _confirmed_has_count(self) -> Review:
+        if self.decision == "confirmed" and self.actual_qty is None:
+            raise ValueError("a confirmed mismatch needs actual_qty (the items the reviewer counted)")
+        if self.decision != "confirmed" and self.actual_qty is not None:
+            raise ValueError(f"actual_qty is only for decision 'confirmed', not {self.decision!r}")
+        return self
 
 
 # -- commands ----------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Per device, under ``<prefix>/<site>/<device>`` (prefix ``binwatch/v1`` by default)::
 
-    status  alert/mismatch  result  stats  model/reported  model/desired  bin
-    cmd/<name>  cmd/<name>/result
+    status  alert/mismatch  alert/snapshot/<alert_id>  alert/review  result  stats
+    model/reported  model/desired  bin  bin/outcome  cmd/<name>  cmd/<name>/result
 
 Per site: ``<prefix>/<site>/manifest/<bin_id>``. Fleet-wide and per-group desired model:
 ``<prefix>/_fleet/model/desired`` and ``<prefix>/_group/<group>/model/desired`` (site ids starting
@@ -46,8 +46,10 @@ _DEVICE_TOPICS = {
     "model_reported": "model/reported",
     "model_desired": "model/desired",
     "bin": "bin",
+    "bin_outcome": "bin/outcome",
+    "alert_review": "alert/review",
 }
-KINDS = (*_DEVICE_TOPICS, "cmd", "cmd_result", "manifest", "fleet_desired", "group_desired")
+KINDS = (*_DEVICE_TOPICS, "alert_snapshot", "cmd", "cmd_result", "manifest", "fleet_desired", "group_desired")
 """Every topic kind :func:`parse_topic` can return."""
 
 
@@ -122,6 +124,18 @@ class Topics:
     @property
     def bin(self) -> str:
         return f"{self.root}/bin"
+
+    @property
+    def bin_outcome(self) -> str:
+        return f"{self.root}/bin/outcome"
+
+    @property
+    def alert_review(self) -> str:
+        return f"{self.root}/alert/review"
+
+    def alert_snapshot(self, alert_id: str) -> str:
+        """Where the JPEG of alert ``alert_id`` is published (raw bytes, QoS 1)."""
+        return f"{self.root}/alert/snapshot/{check_id(alert_id, 'alert_id')}"
 
     def cmd(self, name: str) -> str:
         return f"{self.root}/cmd/{check_id(name, 'command name')}"
@@ -206,6 +220,8 @@ def parse_topic(topic: str, prefix: str = DEFAULT_PREFIX) -> TopicInfo:
         for kind, sub in _DEVICE_TOPICS.items():
             if path == sub:
                 return TopicInfo(kind, site, device)
+        if len(rest) == 3 and rest[:2] == ["alert", "snapshot"]:
+            return TopicInfo("alert_snapshot", site, device, rest[2])
         if len(rest) == 2 and rest[0] == "cmd":
             return TopicInfo("cmd", site, device, rest[1])
         if len(rest) == 3 and rest[0] == "cmd" and rest[2] == "result":

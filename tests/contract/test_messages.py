@@ -411,3 +411,23 @@ def test_model_desired_version_1_is_read_as_version_2_without_rollback() -> None
     desired = ModelDesired.parse(json.dumps(v1))
     assert desired.schema_version == 2 and desired.rollback is False
     assert ModelDesired.parse({**example(ModelDesired), "rollback": True}).rollback is True
+
+
+def test_alert_version_1_reads_as_version_2_without_snapshot_topic() -> None:
+    data = _alert(schema_version=1)
+    data["snapshot"] = {"uri": "file:///s/1.jpg", "sha256": "b" * 64}
+    alert = Alert.parse(data)
+    assert alert.schema_version == 2 and alert.snapshot is not None and alert.snapshot.topic is None
+
+
+def test_review_confirmed_needs_a_count_and_others_refuse_one() -> None:
+    from contract.messages import Review
+    from tests.contract.samples import example as ex
+
+    ok = Review.parse(ex(Review))
+    assert ok.decision == "confirmed" and ok.actual_qty == 2
+    no_count = {**ex(Review), "actual_qty": None}
+    assert "needs actual_qty" in _refused(Review, no_count)
+    false_alarm = {**ex(Review), "decision": "false_alarm"}
+    assert "only for decision 'confirmed'" in _refused(Review, false_alarm)
+    assert Review.parse({**false_alarm, "actual_qty": None}).decision == "false_alarm"

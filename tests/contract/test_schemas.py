@@ -36,16 +36,16 @@ def test_committed_schemas_are_up_to_date(tmp_path: Path) -> None:
 
 def test_one_schema_file_per_document() -> None:
     assert {schema_filename(m) for m in DOCUMENTS} == {f"{m.SCHEMA}.v{m.VERSION}.json" for m in EXAMPLES}
-    assert "binwatch.alert.v1.json" in {schema_filename(m) for m in DOCUMENTS}
+    assert "binwatch.alert.v2.json" in {schema_filename(m) for m in DOCUMENTS}
 
 
 def test_stale_schemas_reports_each_file(tmp_path: Path) -> None:
     write_schemas(tmp_path)
-    (tmp_path / "binwatch.alert.v1.json").write_text("{}")
+    (tmp_path / "binwatch.alert.v2.json").write_text("{}")
     (tmp_path / "binwatch.status.v1.json").unlink()
     (tmp_path / "binwatch.gone.v1.json").write_text("{}")
     assert stale_schemas(tmp_path) == [
-        "binwatch.alert.v1.json: out of date",
+        "binwatch.alert.v2.json: out of date",
         "binwatch.status.v1.json: missing",
         "binwatch.gone.v1.json: no longer generated (a removed or renamed document)",
     ]
@@ -106,7 +106,7 @@ def test_cli_validate_accepts_a_valid_document(tmp_path: Path) -> None:
     path = _write(tmp_path, "alert.json", example(document_for("alert")))
     res = runner.invoke(app, ["validate", "alert", str(path)])
     assert res.exit_code == 0, res.output
-    assert "valid binwatch.alert v1" in res.output
+    assert "valid binwatch.alert v2" in res.output
 
 
 def test_cli_validate_names_the_bad_field(tmp_path: Path) -> None:

@@ -99,6 +99,12 @@ def test_parse_topic_inverts_every_builder() -> None:
         T.model_reported: ("model_reported", None),
         T.model_desired: ("model_desired", None),
         T.bin: ("bin", None),
+        T.bin_outcome: ("bin_outcome", None),
+        T.alert_review: ("alert_review", None),
+        T.alert_snapshot("4133728a-c4e6-41d5-9edd-3735da1a2174"): (
+            "alert_snapshot",
+            "4133728a-c4e6-41d5-9edd-3735da1a2174",
+        ),
         T.cmd("capture"): ("cmd", "capture"),
         T.cmd_result("capture"): ("cmd_result", "capture"),
     }
