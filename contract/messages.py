@@ -366,10 +366,12 @@ class ModelReported(Versioned):
 # -- bins ------------------------------------------------------------------------
 class BinEvent(Versioned):
     """``bin``: a bin presented to a camera. ``expected_qty`` (else the sum of ``items``) overrides
-    the manifest for this presentation; ``frames`` asks for that many frames to be fused."""
+    the manifest for this presentation; ``frames`` asks for that many frames to be fused; ``ts``
+    (version 2) says when, so that a stale event is not decided on another bin's frames."""
 
     SCHEMA = "binwatch.bin"
-    VERSION = 1
+    VERSION = 2
+    OLDER_VERSIONS = (1,)  # version 1 had no ``ts``
 
     bin_id: Id
     camera: Id
@@ -377,6 +379,11 @@ class BinEvent(Versioned):
     expected_qty: Optional[Count] = None
     items: Optional[Items] = None
     frames: Optional[Annotated[StrictInt, Field(ge=1, le=32)]] = None
+    ts: Optional[Timestamp] = Field(
+        default=None,
+        description="when the bin reached the camera; an event older than the agent's events.max_age_s "
+        "(e.g. queued by the broker during an outage) is reported failed instead of decided on later frames",
+    )
 
     def expected(self) -> Optional[int]:
         """``expected_qty``, else the sum of the item quantities, else None (use the manifest)."""

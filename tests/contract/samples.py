@@ -142,13 +142,14 @@ EXAMPLES: dict[type[Versioned], dict[str, Any]] = {
     },
     BinEvent: {
         "schema": "binwatch.bin",
-        "schema_version": 1,
+        "schema_version": 2,
         "bin_id": "P-1-A123",
         "camera": "cam0",
         "event_id": "evt-10",
         "expected_qty": 3,
         "items": _ITEMS,
         "frames": 4,
+        "ts": TS,
     },
     BinOutcome: {
         "schema": "binwatch.bin_outcome",

@@ -89,10 +89,10 @@ def test_cli_schema_writes_and_checks(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.iterdir()) == sorted(schema_filename(m) for m in DOCUMENTS)
     assert runner.invoke(app, ["schema", "--out", str(out), "--check"]).exit_code == 0
-    (out / "binwatch.bin.v1.json").write_text("{}")
+    (out / "binwatch.bin.v2.json").write_text("{}")
     res = runner.invoke(app, ["schema", "--out", str(out), "--check"])
     assert res.exit_code == 1
-    assert "binwatch.bin.v1.json: out of date" in res.output
+    assert "binwatch.bin.v2.json: out of date" in res.output
     assert "binwatch contract schema --out" in res.output
 
 
