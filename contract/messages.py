@@ -345,7 +345,7 @@ class ModelDesired(Versioned):
         description="base64 ed25519 signature over the bundle manifest's canonical bytes (= MANIFEST.sig)"
     )
     rollout_id: Optional[Ref] = None
-    rollback: bool = Field(
+    rollback: Bool = Field(
         default=False, description="go back to this (older) version: the agent accepts it although not newer"
     )
 
