@@ -1,0 +1,10 @@
+"""The console's storage: :class:`ConsoleStore` (SQLite or PostgreSQL) and its rows.
+
+See docs/console-storage.md.
+"""
+
+from console.store.ops import SNAPSHOT_SHA256, StoreBatch
+from console.store.rows import STATES, AlertRow, DeviceRow, ReviewRow
+from console.store.store import ConsoleStore
+
+__all__ = ["SNAPSHOT_SHA256", "STATES", "AlertRow", "ConsoleStore", "DeviceRow", "ReviewRow", "StoreBatch"]
