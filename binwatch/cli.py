@@ -38,6 +38,7 @@ _GROUPS: list[tuple[str, str, Union[str, tuple[str, ...]]]] = [
     ("export.cli", "predict_app", ("predict",)),
     ("agent.cli", "app", "agent"),
     ("console.cli", "app", "alerts"),
+    ("console.console_cli", "app", "console"),
     ("deploy.cli", "app", "deploy"),
 ]
 
