@@ -9,7 +9,7 @@ Sections (each a small pydantic model; unknown keys are refused)::
     model:     bundle, backend, precision, threads, batch, watch
     decision:  mismatch_threshold, match_threshold, frames_per_event, uncertain_policy
     manifest:  dir, csv, mqtt
-    snapshots: dir, max_files, max_bytes, retention_days
+    snapshots: dir, max_files, max_bytes, retention_days, quality, publish, outbox_max_bytes
     http:      host, port
 
 Precedence (last wins): defaults < YAML file < environment (``BINWATCH__SECTION__KEY=value``,
@@ -162,6 +162,12 @@ class DecisionConfig(_Section):
     )
     max_frames: int = Field(default=8, ge=1, le=64)
     event_timeout_s: float = Field(default=10.0, gt=0, description="give up on an event without frames")
+    event_max_age_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a bin event older than this (its ts, or queued across a restart) is reported failed, "
+        "not decided on the frames of whatever bin is in front of the camera now",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> DecisionConfig:
@@ -185,6 +191,15 @@ class SnapshotsConfig(_Section):
     max_bytes: int = Field(default=512 * 1024 * 1024, ge=0, description="0: unbounded")
     retention_days: float = Field(default=14.0, ge=0, description="0: keep forever")
     quality: int = Field(default=90, ge=1, le=100, description="JPEG quality for camera frames")
+    publish: bool = Field(
+        default=True, description="publish each alert's JPEG on <root>/alert/snapshot/<alert_id> (outboxed)"
+    )
+    outbox_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="outbox budget for JPEGs waiting to be published (apart from the alerts'); "
+        "past it the oldest pictures are dropped, never alerts",
+    )
 
 
 class HttpConfig(_Section):

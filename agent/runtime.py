@@ -39,6 +39,7 @@ from agent.inference.pipeline import InferencePipeline
 from agent.intake.capture import CaptureManager
 from agent.intake.hub import FrameHub
 from agent.intake.inbound import MessageHandler, Refusals
+from agent.intake.journal import EventJournal
 from agent.intake.manifests import ManifestStore
 from agent.intake.sources import FrameSource, make_source
 from agent.metrics import AgentMetrics
@@ -92,6 +93,7 @@ class Runtime:
         self.state = AgentState(self.state_dir)
         self.outbox = Outbox(self.state_dir, max_rows=cfg.outbox.max_rows, max_bytes=cfg.outbox.max_bytes)
         self.cursors = ReplayCursors(self.state_dir / "replay")
+        self.journal = EventJournal(self.state_dir)
         a = cfg.agent
         self.verdict_log = (
             VerdictLog(self.state_dir / "verdicts.jsonl", a.verdict_log_max_bytes) if a.verdict_log else None
@@ -151,8 +153,12 @@ class Runtime:
             snapshot_quality=cfg.snapshots.quality,
             publish_results=cfg.mqtt.publish_results,
             queue_size=max(64, 8 * cfg.model.batch),
+            journal=self.journal,
         )
-        run_ids, positions = self._begin_replays(cfg)
+        replays = [c for c in cfg.cameras if c.resolved_kind == "replay"]
+        run_ids, positions = self.cursors.begin_all(
+            [(c.name, str(Path(str(c.source)).resolve()), c.resume) for c in replays]
+        )
         self.hub = FrameHub()
         self.pipeline = InferencePipeline(
             cameras=cfg.cameras,
@@ -263,17 +269,10 @@ class Runtime:
             on_command=self.commands,
             refuse=refuse,
             on_desired=self.updater.on_desired if self.updater is not None else None,
+            journal=self.journal,
+            fail_event=self.delivery.fail,
+            max_age_s=cfg.decision.event_max_age_s,
         )
-
-    def _begin_replays(self, cfg: AgentConfig) -> tuple[dict[str, str], dict[str, int]]:
-        """Replay cameras: a run id per camera and the position to resume from."""
-        run_ids: dict[str, str] = {}
-        positions: dict[str, int] = {}
-        for c in cfg.cameras:
-            if c.resolved_kind == "replay":
-                run_id, start = self.cursors.begin(c.name, str(Path(str(c.source)).resolve()), c.resume)
-                run_ids[c.name], positions[c.name] = run_id, start
-        return run_ids, positions
 
     def _default_backend(self) -> Backend:
         from agent.inference.backends.registry import create_backend
@@ -319,6 +318,7 @@ class Runtime:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        self.inbound.resume_pending()
         if self.cfg.model.watch and self.cfg.model.bundle is not None:
             self.store.watch(self.cfg.model.bundle, self.stop_event, self.cfg.model.watch_interval_s)
         self._wait_for_broker()
@@ -393,5 +393,6 @@ class Runtime:
             self.verdict_log.close()
         self.final_outbox_depth = self.outbox.depth()
         self.outbox.close()
+        self.journal.close()
         self.state.close()
         log.info("agent stopped (%s)", self.metrics.snapshot())

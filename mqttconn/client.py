@@ -4,10 +4,12 @@ credentials of a :class:`mqttconn.config.BrokerConfig`, and the ``connect`` argu
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import Any, Optional
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from mqttconn.config import BrokerConfig
 
@@ -57,10 +59,29 @@ def make_client(
     return client
 
 
-def connect_kwargs(cfg: BrokerConfig) -> dict[str, Any]:
-    """Keyword arguments of ``client.connect`` for ``cfg`` (host, port, keepalive, clean start)."""
+def connect_kwargs(
+    cfg: BrokerConfig,
+    *,
+    clean: bool = True,
+    session_expiry_s: Optional[int] = None,
+    receive_maximum: Optional[int] = None,
+) -> dict[str, Any]:
+    """Keyword arguments of ``client.connect`` for ``cfg`` (host, port, keepalive, clean start).
+
+    MQTT 5 with ``clean=False`` resumes the session the broker kept (``session_expiry_s``, 0 =
+    until the connection ends); ``receive_maximum`` caps the inbound QoS 1 messages the broker sends
+    before they are acknowledged. Under 3.1.1 a kept session is chosen in :func:`make_client`
+    (``clean=False``) and these properties do not exist.
+    """
     address = cfg.address
     kwargs: dict[str, Any] = {"host": address.host, "port": address.port, "keepalive": cfg.keepalive}
     if cfg.protocol == "5":
-        kwargs["clean_start"] = True
+        kwargs["clean_start"] = clean
+        props = Properties(PacketTypes.CONNECT)
+        if not clean and session_expiry_s:
+            props.SessionExpiryInterval = int(session_expiry_s)
+        if receive_maximum:
+            props.ReceiveMaximum = int(receive_maximum)
+        if not props.isEmpty():
+            kwargs["properties"] = props
     return kwargs

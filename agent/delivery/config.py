@@ -23,6 +23,23 @@ class MqttConfig(BrokerConfig):
     stop_drain_s: float = Field(
         default=5.0, ge=0, description="on a clean stop, wait this long for the outbox to drain"
     )
+    persistent_session: bool = Field(
+        default=True,
+        description="keep the broker session across disconnects and restarts, so that bin events and "
+        "commands sent meanwhile are queued by the broker (its max_queued_messages bounds how many)",
+    )
+    session_expiry_s: int = Field(
+        default=7 * 24 * 3600, ge=0, description="MQTT 5: how long the broker keeps the session offline"
+    )
+    receive_maximum: int = Field(
+        default=64,
+        ge=1,
+        le=65535,
+        description="MQTT 5: most inbound QoS 1 messages unacknowledged at once (the broker waits beyond)",
+    )
+    publish_bin_outcomes: bool = Field(
+        default=True, description="publish how every bin event ended on <root>/bin/outcome (QoS 1, outboxed)"
+    )
 
 
 class OutboxConfig(BaseModel):

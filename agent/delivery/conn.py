@@ -26,6 +26,10 @@ __all__ = ["Conn", "abort", "send"]
 
 log = logging.getLogger(__name__)
 
+# CONNACK codes for "this broker does not speak that protocol version": MQTT 5's 0x84 (also what
+# paho reports when a 3.1.1-only broker answers an MQTT 5 CONNECT), and 3.1.1's return code 1
+_NO_SUCH_PROTOCOL = (0x84, 1)
+
 
 @dataclass
 class Conn:
@@ -55,6 +59,7 @@ class Conn:
         client.will_set(will[0], will[1], qos=1, retain=True)
         client.max_inflight_messages_set(max_inflight)
         client.max_queued_messages_set(0)
+        client.manual_ack_set(True)  # inbound QoS 1 is acknowledged after it was handled (inbox)
         client.on_connect = self.on_connect
         client.on_disconnect = self.on_disconnect
         client.on_publish = self.on_publish
@@ -82,11 +87,19 @@ class Conn:
             self.wake()
 
     # -- publisher thread ------------------------------------------------------------------------
-    def connect(self, cfg: BrokerConfig, *, loud: bool = True) -> bool:
-        """Open the socket, send CONNECT and start paho's network loop; False (logged, at WARNING
-        when ``loud``, else DEBUG) when the broker cannot be reached."""
+    @property
+    def unsupported_protocol(self) -> bool:
+        """The broker refused the connection because it does not speak this MQTT version."""
+        return (
+            self.connack is not None and self.connack.is_failure and self.connack.value in _NO_SUCH_PROTOCOL
+        )
+
+    def connect(self, cfg: BrokerConfig, *, loud: bool = True, **session: Any) -> bool:
+        """Open the socket, send CONNECT (``session``: the keyword arguments of
+        :func:`mqttconn.client.connect_kwargs`) and start paho's network loop; False (logged, at
+        WARNING when ``loud``, else DEBUG) when the broker cannot be reached."""
         try:
-            self.client.connect(**connect_kwargs(cfg))
+            self.client.connect(**connect_kwargs(cfg, **session))
         except (OSError, ssl.SSLError, ValueError) as e:
             log.log(
                 logging.WARNING if loud else logging.DEBUG,
@@ -111,7 +124,11 @@ class Conn:
             ok = self.connack is not None and not self.connack.is_failure and not self.lost
         if not ok:
             why = self.lost_reason or f"no CONNACK within {cfg.connect_timeout_s:.0f} s"
-            if self.connack is not None and self.connack.is_failure:
+            if self.unsupported_protocol:
+                log.warning(
+                    "MQTT broker %s does not speak MQTT %s: %s", cfg.broker, cfg.protocol, self.connack
+                )
+            elif self.connack is not None and self.connack.is_failure:
                 log.error(
                     "MQTT broker %s refused the connection: %s (check mqtt.username/password/tls)",
                     cfg.broker,

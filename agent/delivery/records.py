@@ -88,6 +88,14 @@ class ReplayCursors:
     def _path(self, camera: str) -> Path:
         return self.folder / f"{camera}.json"
 
+    def begin_all(self, cameras: list[tuple[str, str, bool]]) -> tuple[dict[str, str], dict[str, int]]:
+        """:meth:`begin` for each ``(camera, source, resume)``: run ids and start positions by camera."""
+        run_ids: dict[str, str] = {}
+        positions: dict[str, int] = {}
+        for camera, source, resume in cameras:
+            run_ids[camera], positions[camera] = self.begin(camera, source, resume)
+        return run_ids, positions
+
     def begin(self, camera: str, source: str, resume: bool) -> tuple[str, int]:
         """``(run_id, start position)`` for a replay camera: resumed when a cursor of the same
         source exists (and ``resume``), else a new run from 0."""

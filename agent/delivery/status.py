@@ -19,6 +19,8 @@ from contract.base import utcnow
 from contract.messages import CameraStats, CameraStatus, ModelReported, StageLatency, Stats, Status
 
 if TYPE_CHECKING:
+    from agent.delivery.counters import LinkCounters
+    from agent.delivery.outbox import Outbox
     from agent.inference.model_store import LoadedModel, ModelStore
     from agent.intake.capture import CaptureManager
     from agent.intake.manifests import ManifestStore
@@ -79,6 +81,22 @@ def status_payload(provider: Optional[Callable[[str], Status]], state: str, sess
     else:
         status = status.model_copy(update={"state": state, "session": session, "ts": now})
     return status.to_json_bytes()
+
+
+def with_delivery(stats: Stats, outbox: Outbox, counters: LinkCounters) -> Stats:
+    """``stats`` with the outbox and delivery fields filled in from the link's outbox and counters."""
+    refused_waiting, _reason = outbox.refused()
+    return stats.model_copy(
+        update={
+            "outbox_depth": outbox.depth(),
+            "outbox_bytes": outbox.size_bytes(),
+            "outbox_dropped": outbox.dropped(),
+            "alerts_published": counters.alerts_published,
+            "publish_refused": counters.publish_refused,
+            "refused_waiting": refused_waiting,
+            "last_refusal": counters.last_refusal or None,
+        }
+    )
 
 
 def verdict_counts(counted: Mapping[str, int]) -> dict[str, int]:

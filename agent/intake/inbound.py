@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Optional
 
+from agent.intake.journal import EventJournal, JournalError
 from agent.intake.presentations import Presentation
-from contract.base import ContractError
+from contract.base import ContractError, utcnow
 from contract.messages import BinEvent
 from contract.topics import parse_topic
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_PAYLOAD", "MessageHandler", "Refusals"]
+__all__ = ["MAX_PAYLOAD", "MessageHandler", "NotAccepted", "Refusals"]
 
 MAX_PAYLOAD = {
     "bin": 64 * 1024,
@@ -46,6 +47,11 @@ CommandHandler = Callable[[str, str, bytes], None]
 
 DesiredHandler = Callable[[str, str, bytes], None]
 """``(scope, topic, payload)`` of a desired-model message; scope ``device``, ``group:<g>`` or ``fleet``."""
+
+
+class NotAccepted(Exception):
+    """Raised by the handler when it could not take a message durably (the journal cannot store a
+    bin event): the link leaves it unacknowledged, so the broker sends it again later."""
 
 
 class Refusals:
@@ -84,6 +90,9 @@ class MessageHandler:
         on_command: CommandHandler,
         refuse: Refusals,
         on_desired: Optional[DesiredHandler] = None,
+        journal: Optional[EventJournal] = None,
+        fail_event: Optional[Callable[[Presentation, str], None]] = None,
+        max_age_s: float = 30.0,
     ) -> None:
         self.prefix = prefix
         self.site = site
@@ -94,6 +103,9 @@ class MessageHandler:
         self.on_command = on_command
         self.refuse = refuse
         self.on_desired = on_desired
+        self.journal = journal
+        self.fail_event = fail_event
+        self.max_age_s = max_age_s
 
     def handle(self, topic: str, payload: bytes) -> None:
         try:
@@ -120,6 +132,8 @@ class MessageHandler:
                 self.on_desired(scope, topic, payload)
             else:
                 log.debug("ignoring message on %s (%s)", topic, kind)
+        except JournalError as e:
+            raise NotAccepted(str(e)) from e
         except Exception as e:
             self.refuse(kind, "error", topic, f"{type(e).__name__}: {e}")
             log.debug("handler error", exc_info=True)
@@ -142,17 +156,47 @@ class MessageHandler:
         if ev.camera not in self.cameras:
             self.refuse("bin", "unknown-camera", topic, f"camera {ev.camera!r} is not configured here")
             return
-        n = ev.frames or self.frames_per_event
-        self.start_presentation(
-            Presentation(
-                camera=ev.camera,
-                bin_id=ev.bin_id,
-                event_id=ev.event_id,
-                kind="event",
-                needed=n,
-                event_qty=ev.expected(),
-            )
+        if self.journal is not None and not self.journal.accept(ev.camera, ev.event_id, ev.bin_id, payload):
+            log.info("bin event %s (camera %s) seen before: not decided again", ev.event_id, ev.camera)
+            return
+        age = (utcnow() - ev.ts).total_seconds() if ev.ts is not None else 0.0
+        self._start(ev, age)
+
+    def resume_pending(self) -> int:
+        """At start: the journal's events that have no outcome yet (the agent stopped or died before
+        deciding them) are captured again when still fresh, else reported failed. Returns how many."""
+        if self.journal is None:
+            return 0
+        pending = self.journal.pending()
+        for p in pending:
+            try:
+                ev = BinEvent.parse(p.payload)
+            except ContractError:
+                ev = BinEvent(bin_id=p.bin_id, camera=p.camera, event_id=p.event_id)
+            sent_age = (utcnow() - ev.ts).total_seconds() if ev.ts is not None else 0.0
+            self._start(ev, max(p.age_s, sent_age), resumed=True)
+        if pending:
+            log.info("resumed %d bin event(s) that had no outcome when the agent last stopped", len(pending))
+        return len(pending)
+
+    def _start(self, ev: BinEvent, age_s: float, *, resumed: bool = False) -> None:
+        pres = Presentation(
+            camera=ev.camera,
+            bin_id=ev.bin_id,
+            event_id=ev.event_id,
+            kind="event",
+            needed=ev.frames or self.frames_per_event,
+            event_qty=ev.expected(),
         )
+        if age_s > self.max_age_s and self.fail_event is not None:
+            why = "the agent restarted before deciding it" if resumed else "it waited at the broker"
+            self.fail_event(pres, f"stale: {age_s:.0f} s old ({why}; events.max_age_s is {self.max_age_s:g})")
+            return
+        self.start_presentation(pres)
         log.debug(
-            "bin %s at camera %s (event %s): capturing %d frame(s)", ev.bin_id, ev.camera, ev.event_id, n
+            "bin %s at camera %s (event %s): capturing %d frame(s)",
+            ev.bin_id,
+            ev.camera,
+            ev.event_id,
+            pres.needed,
         )
