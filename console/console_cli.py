@@ -128,7 +128,7 @@ def serve(
     }
     cfg = _config(config, overrides)
     try:
-        from console.web.server import ListenError, bind, run
+        from console.web.server import ListenError, Stopped, bind, run
     except ImportError as e:
         raise missing_extra(e, "console") from e
     try:
@@ -146,6 +146,8 @@ def serve(
 
     try:
         run(cfg, sock, on_ready=ready)
+    except Stopped:
+        typer.echo("binwatch console stopped", err=True)
     except (OSError, ValueError, RuntimeError) as e:
         raise fail(f"the console stopped: {e}", 1) from e
     except KeyboardInterrupt:

@@ -196,7 +196,8 @@ async def review(request: Request) -> Response:
     request.session["flash"] = (
         f"Review recorded: {what}."
         if published
-        else f"Review recorded: {what}. Not yet published on MQTT (the broker is unreachable)."
+        else f"Review recorded: {what}. Not yet published on MQTT (no broker connection); "
+        "it is sent when the console reconnects."
     )
     return RedirectResponse(f"/alerts/{rev.alert_id}", 303)
 

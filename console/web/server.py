@@ -11,7 +11,9 @@ import errno
 import logging
 import os
 import secrets
+import signal
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
@@ -20,7 +22,16 @@ import uvicorn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ListenError", "bind", "load_secret", "open_images", "run"]
+__all__ = ["ListenError", "Stopped", "bind", "load_secret", "open_images", "run"]
+
+
+class Stopped(Exception):
+    """SIGTERM arrived: the console stopped in order (uvicorn re-raises the signal after its own
+    graceful shutdown; this handler turns it into an exception so the ingest and store close too)."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Stopped(f"stopped by signal {signum}")
 
 
 class ListenError(OSError):
@@ -118,6 +129,8 @@ def run(cfg: Any, sock: socket.socket, *, on_ready: Optional[Callable[[], None]]
         timeout_graceful_shutdown=3,
     )
     server = _Server(config, hub, on_ready)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         ingest.start()
         server.run(sockets=[sock])
