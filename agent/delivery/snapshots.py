@@ -1,6 +1,8 @@
 """The JPEG of a deciding frame, kept on the device in a bounded folder with retention.
 
-Alerts reference a snapshot by ``file://`` URI and sha256 (the image is never inlined). The folder
+Alerts reference a snapshot by ``file://`` URI and sha256 (the image is never inlined); with
+``snapshots.publish`` the JPEG also goes out on ``alert/snapshot/<alert_id>`` (:func:`with_picture`,
+docs/delivery.md "Snapshots"). The folder
 is bounded by file count, total bytes and age; the oldest files go first. Pruning is counted.
 """
 
@@ -17,10 +19,12 @@ from pathlib import Path
 from typing import Optional
 
 from contract.files import write_atomic
+from contract.messages import Alert
+from contract.topics import Topics
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SnapshotRef", "SnapshotStore", "encode_jpeg"]
+__all__ = ["SnapshotRef", "SnapshotStore", "encode_jpeg", "with_picture"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -31,6 +35,21 @@ class SnapshotRef:
     sha256: str
     path: Path
     size: int
+
+
+def with_picture(
+    alert: Alert, jpeg: Optional[bytes], topics: Topics
+) -> tuple[Alert, Optional[tuple[str, bytes]]]:
+    """``alert`` naming the topic and size its JPEG is published with, and the ``(topic, jpeg)``
+    of the outbox's snapshot row; ``(alert, None)`` without a JPEG or a snapshot. The JPEG must be
+    the one ``alert.snapshot`` names (same sha256)."""
+    if jpeg is None or alert.snapshot is None:
+        return alert, None
+    if hashlib.sha256(jpeg).hexdigest() != alert.snapshot.sha256:
+        raise ValueError(f"alert {alert.alert_id}: the JPEG given is not the one its snapshot names")
+    topic = topics.alert_snapshot(alert.alert_id)
+    snap = alert.snapshot.model_copy(update={"topic": topic, "size": len(jpeg)})
+    return alert.model_copy(update={"snapshot": snap}), (topic, bytes(jpeg))
 
 
 def encode_jpeg(bgr, quality: int = 90) -> bytes:

@@ -5,12 +5,17 @@ deleted only when its PUBACK arrives. Alert rows get ``published_ts`` when they 
 and ``is_historical: true`` when they were stored before the connection started (enqueued while
 disconnected, or sent but not acknowledged on an earlier connection or by an earlier process);
 ``seq`` and ``alert_id`` never change. Runs on the link's publisher thread only.
+
+Snapshot rows (an alert's JPEG, :mod:`agent.delivery.outbox`) never hold an alert up: they are sent
+only once every other waiting row has been sent (so always after their own alert), from a cursor of
+their own, and at most ``snapshots_inflight`` of them await a PUBACK at a time, so an alert decided
+meanwhile queues behind at most that many pictures on the socket.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Optional
 
 from agent.delivery.config import MqttConfig
 from agent.delivery.conn import Conn, send
@@ -23,15 +28,31 @@ __all__ = ["OutboxWindow"]
 
 log = logging.getLogger(__name__)
 
+SNAPSHOTS_INFLIGHT = 2
+"""Snapshot rows (JPEGs) awaiting a PUBACK at most at a time: an alert decided while pictures go out
+waits behind no more than these on the socket."""
+
 
 class OutboxWindow:
     """Sends outbox rows on a connection and acknowledges them in the outbox on PUBACK."""
 
-    def __init__(self, cfg: MqttConfig, outbox: Outbox, alert_topic: str, counters: LinkCounters) -> None:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        outbox: Outbox,
+        alert_topic: str,
+        counters: LinkCounters,
+        snapshots_inflight: int = SNAPSHOTS_INFLIGHT,
+    ) -> None:
         self.cfg = cfg  # read on every fill: ``cfg.inflight`` is the window size
         self.outbox = outbox
         self.alert_topic = alert_topic
         self.counters = counters
+        self.snapshots_inflight = max(1, int(snapshots_inflight))
+        # snapshot rows, per connection: the cursor and the row ids awaiting a PUBACK
+        self._snap_conn: Optional[Conn] = None
+        self._snap_last = 0
+        self._snap_ids: set[int] = set()
 
     def fill(self, conn: Conn) -> None:
         """Publish refused rows whose retry time has come, then the next rows after the last one
@@ -39,19 +60,36 @@ class OutboxWindow:
         room = self.cfg.inflight - len(conn.inflight)
         if room <= 0 or conn.lost:
             return
+        if conn is not self._snap_conn:
+            self._snap_conn, self._snap_last, self._snap_ids = conn, 0, set()
         sending = set(conn.inflight.values())
+        self._snap_ids &= sending
         retries = [r for r in self.outbox.due_refused(room) if r.id not in sending]
         for row in retries:
+            if row.snapshot and len(self._snap_ids) >= self.snapshots_inflight:
+                continue
             if not self._send(conn, row):
                 return
             sending.add(row.id)
         room = self.cfg.inflight - len(conn.inflight)
         if room <= 0:
             return
-        for row in self.outbox.peek(room, after_id=conn.last_sent_id):
+        rows = self.outbox.peek(room, after_id=conn.last_sent_id, snapshots=False)
+        for row in rows:
             if row.id not in sending and not self._send(conn, row):
                 return
             conn.last_sent_id = row.id
+        if len(rows) < room:  # no alert or answer left unsent: pictures may go
+            self._fill_snapshots(conn, sending)
+
+    def _fill_snapshots(self, conn: Conn, sending: set[int]) -> None:
+        room = min(self.cfg.inflight - len(conn.inflight), self.snapshots_inflight - len(self._snap_ids))
+        if room <= 0:
+            return
+        for row in self.outbox.peek(room, after_id=self._snap_last, snapshots=True):
+            if row.id not in sending and not self._send(conn, row):
+                return
+            self._snap_last = row.id
 
     def _send(self, conn: Conn, row: Row) -> bool:
         payload, is_alert, historical = self._prepare(row, conn)
@@ -60,6 +98,8 @@ class OutboxWindow:
             self.counters.publish_failures += 1
             return False
         conn.inflight[mid] = row.id
+        if row.snapshot:
+            self._snap_ids.add(row.id)
         if is_alert:
             conn.alert_mids.add(mid)
         if historical:
@@ -109,6 +149,7 @@ class OutboxWindow:
                 )
                 continue
             done.append(row_id)
+            self._snap_ids.discard(row_id)
             if is_alert:
                 self.counters.alerts_published += 1
                 if historical:
