@@ -1,0 +1,1 @@
+"""Smoke tests of the bench scripts (short runs end to end)."""
