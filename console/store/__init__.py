@@ -3,8 +3,17 @@
 See docs/console-storage.md.
 """
 
-from console.store.ops import SNAPSHOT_SHA256, StoreBatch
+from console.store.ops import ALERT_ID_RE, SNAPSHOT_SHA256, StoreBatch
 from console.store.rows import STATES, AlertRow, DeviceRow, ReviewRow
 from console.store.store import ConsoleStore
 
-__all__ = ["SNAPSHOT_SHA256", "STATES", "AlertRow", "ConsoleStore", "DeviceRow", "ReviewRow", "StoreBatch"]
+__all__ = [
+    "ALERT_ID_RE",
+    "SNAPSHOT_SHA256",
+    "STATES",
+    "AlertRow",
+    "ConsoleStore",
+    "DeviceRow",
+    "ReviewRow",
+    "StoreBatch",
+]

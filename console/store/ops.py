@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from datetime import datetime
 from typing import Any, Optional
 
 from sqlalchemy import Connection, Insert, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from console.images import ImageStore, safe_key
+from console.images import ImageStore
 from console.store import schema as t
 from console.store.rows import ReviewRow
 from contract.base import utcnow
 from contract.messages import Alert, ModelReported, Review, Stats, Status
 
-__all__ = ["StoreBatch"]
+__all__ = ["ALERT_ID_RE", "SNAPSHOT_SHA256", "StoreBatch"]
 
 log = logging.getLogger(__name__)
+
+ALERT_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 SNAPSHOT_SHA256 = "snapshot_sha256"
 """The invalid-message reason of a snapshot whose bytes do not hash to its alert's ``sha256``."""
@@ -88,7 +91,8 @@ class StoreBatch:
     def add_snapshot(self, alert_id: str, jpeg: bytes) -> bool:
         """Keep the JPEG of ``alert_id`` (False when one is kept already). When the alert is known
         and names a sha256 (or size), the bytes must match it: ValueError otherwise."""
-        safe_key(alert_id)
+        if not isinstance(alert_id, str) or not ALERT_ID_RE.match(alert_id):
+            raise ValueError(f"snapshot alert id {alert_id!r} is not a lower-case UUID")
         if not jpeg:
             raise ValueError(f"snapshot of alert {alert_id} is empty")
         sha = hashlib.sha256(jpeg).hexdigest()

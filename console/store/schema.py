@@ -45,8 +45,8 @@ alerts = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("alert_id", String(36), nullable=False, unique=True),
-    Column("site", String(64), nullable=False),
-    Column("device", String(64), nullable=False),
+    Column("site", String(128), nullable=False),
+    Column("device", String(128), nullable=False),
     Column("bin_id", String(128), nullable=False),
     Column("received_ts", DateTime, nullable=False),
     Column("state", String(16), nullable=False, default="new"),
@@ -90,8 +90,8 @@ Index("reviews_unpublished", reviews.c.published, reviews.c.id)
 devices = Table(
     "devices",
     metadata,
-    Column("site", String(64), primary_key=True),
-    Column("device", String(64), primary_key=True),
+    Column("site", String(128), primary_key=True),
+    Column("device", String(128), primary_key=True),
     Column("online", Boolean, nullable=True),
     Column("session", BigInteger, nullable=True),
     Column("online_session", BigInteger, nullable=True),  # the session of the last "online" status
