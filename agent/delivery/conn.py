@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
@@ -22,7 +22,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from mqttconn.client import connect_kwargs
 from mqttconn.config import BrokerConfig
 
-__all__ = ["Conn", "abort", "send"]
+__all__ = ["Conn", "abort", "send", "with_311_fallback"]
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,29 @@ class Conn:
             abort(self.client)
         with contextlib.suppress(Exception):
             self.client.loop_stop()
+
+
+Cfg = TypeVar("Cfg", bound=BrokerConfig)
+
+
+def with_311_fallback(
+    conn: Optional[Conn], cfg: Cfg, open_conn: Callable[[Cfg], Optional[Conn]]
+) -> tuple[Optional[Conn], Cfg]:
+    """After an MQTT 5 attempt that the broker refused as an unknown protocol, or dropped before any
+    CONNACK (amqtt, the embedded demo broker, does either): try 3.1.1 once. Returns the connection
+    to use and the settings to keep (3.1.1 only when that worked, with a warning)."""
+    if cfg.protocol != "5" or conn is None or not (conn.unsupported_protocol or conn.connack is None):
+        return conn, cfg
+    older = cfg.model_copy(update={"protocol": "3.1.1"})
+    conn = open_conn(older)
+    if conn is None or conn.connack is None or conn.connack.is_failure:
+        return conn, cfg
+    log.warning(
+        "broker %s speaks only MQTT 3.1.1: using it. Under 3.1.1 a publish the broker refuses "
+        "(an ACL denial) is acknowledged and lost; use an MQTT 5 broker in production",
+        cfg.broker,
+    )
+    return conn, older
 
 
 def send(conn: Conn, topic: str, payload: bytes, qos: int, retain: bool) -> Optional[int]:
