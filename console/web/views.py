@@ -176,7 +176,7 @@ def fleet_row(dev: Any, now: Optional[datetime] = None) -> dict[str, Any]:
         "online": online,
         "agent_version": status.agent_version if status is not None else "",
         "running": running,
-        "update": update,
+        "model_update": update,
         "update_state": model.state if model is not None else "",
         "fps": f"{stats.fps:.1f}" if stats is not None else "",
         "outbox": str(stats.outbox_depth) if stats is not None else "",

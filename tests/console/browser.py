@@ -4,18 +4,29 @@ Chromium and its driver come from Debian's packages (``apt-get install chromium 
 nothing is downloaded at run time (selenium is given the driver's path, so Selenium Manager never
 runs). Without them the tests skip with a one-line reason that names the packages.
 
-Use the ``browser`` fixture (import it into the test module), or :func:`start_browser` in a script.
+Use the ``browser`` fixture (import it into the test module), or :func:`start_browser` in a script;
+:class:`ConsoleProcess` runs ``binwatch console serve`` in a subprocess and :func:`make_jpeg` makes a
+picture the browser can show (tests/console/test_console_e2e.py, scripts/console_screenshots.py).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+
+from tests.agent.mqtt_helpers import wait_until
+from tests.broker import free_port
+from tests.hw import REPO
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "/usr/lib/chromium/chromium")
 DRIVER_CANDIDATES = ("chromedriver", "/usr/lib/chromium/chromedriver")
@@ -79,3 +90,70 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+def make_jpeg(width: int = 320, height: int = 240) -> bytes:
+    """A real JPEG (the browser must be able to show it)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (width, height), (200, 170, 120))
+    draw = ImageDraw.Draw(img)
+    for i in range(3):
+        draw.rectangle((30 + i * 90, 60, 100 + i * 90, 180), fill=(60 + 50 * i, 90, 160))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+class ConsoleProcess:
+    """``binwatch console serve`` in a subprocess, on a free port, with its own data folder."""
+
+    def __init__(self, data_dir: Path, broker_url: str, port: Optional[int] = None) -> None:
+        self.data_dir = data_dir
+        self.broker_url = broker_url
+        self.port = port or free_port()
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.log = data_dir / "console.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "binwatch", "console", *args, "--data-dir", str(self.data_dir)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+            **kw,
+        )
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "binwatch", "console", "serve", "--broker", self.broker_url]
+        cmd += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        ok = wait_until(lambda: self.proc is not None and (self.proc.poll() is not None or self.healthy()))
+        assert ok and self.proc.poll() is None, f"console did not start: {self.log.read_text()[-3000:]}"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"console did not stop on SIGTERM: {self.log.read_text()[-3000:]}") from None
+        self.proc = None
+        return code

@@ -270,3 +270,25 @@ def test_password_change_ends_other_sessions(client: TestClient, store: ConsoleS
 )
 def test_login_redirects_only_to_this_site(target: str | None, expected: str) -> None:
     assert safe_next(target) == expected
+
+
+def test_fleet_page_shows_devices_and_updates(client: TestClient, store: ConsoleStore) -> None:
+    from datetime import datetime, timezone
+
+    from contract.messages import ModelReported, Stats, Status
+
+    now = datetime.now(timezone.utc)
+    store.update_device(
+        "dc1",
+        "jet-3",
+        status=Status(state="offline", session=2, ts=now, agent_version="0.1.0"),
+        stats=Stats(ts=now, uptime_s=5.0, fps=12.5, outbox_depth=41),
+        model=ModelReported(version=8, state="failed", detail="golden set differs", ts=now),
+        seen=now,
+    )
+    login(client)
+    page = client.get("/fleet").text
+    assert "dc1/jet-3" in page and "v8 failed: golden set differs" in page
+    assert '<span class="pill offline">offline</span>' in page and ">41<" in page and "12.5" in page
+    assert "built-in method" not in page
+    assert client.get("/fleet/rows").text.count('class="device-row') == 1

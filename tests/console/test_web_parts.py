@@ -96,7 +96,9 @@ def test_fleet_row_shows_status_stats_and_model_update() -> None:
     row = fleet_row(dev, now)
     assert row["online"] == "online" and row["running"] == "bins v7 (int8, tensorrt)"
     assert (
-        row["update"] == "v8 failed: golden set mismatch" and row["fps"] == "14.2" and row["outbox"] == "12"
+        row["model_update"] == "v8 failed: golden set mismatch"
+        and row["fps"] == "14.2"
+        and row["outbox"] == "12"
     )
     assert row["last_seen"] == "40 s ago"
     empty = fleet_row(DeviceRow("dc1", "new", None, None, None, None, None, None), now)

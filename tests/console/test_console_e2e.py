@@ -1,0 +1,160 @@
+"""The web console end to end, as an operator uses it: a real mosquitto, ``binwatch console serve``
+in a subprocess (real store, real ingest), a real headless Chromium driven by selenium.
+
+Log in on the page; an alert and its JPEG published on MQTT appear in the open feed without a
+reload, picture included; open it, review "mismatch confirmed, actual count 3"; restart the console:
+the review is still there, and a paho subscriber saw it published on ``alert/review``. An anonymous
+POST to the review action is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contract.messages import Review, Snapshot
+from contract.topics import Topics
+from tests.agent.mqtt_helpers import Collector, make_alert, publish, wait_until
+from tests.broker import Mosquitto
+from tests.console.browser import ConsoleProcess, browser, make_jpeg  # noqa: F401  (browser: the fixture)
+
+pytestmark = pytest.mark.mqtt
+
+PASSWORD = "operator password 1"
+
+
+@pytest.fixture()
+def console(tmp_path: Path, mosquitto: Mosquitto) -> Any:
+    c = ConsoleProcess(tmp_path / "console", mosquitto.url)
+    pw = tmp_path / "pw.txt"
+    pw.write_text(PASSWORD + "\n")
+    added = c.cli("user", "add", "ana", "--password-file", str(pw))
+    assert added.returncode == 0, added.stderr
+    c.start()
+    yield c
+    c.stop()
+
+
+def login(driver: Any, url: str, name: str = "ana", password: str = PASSWORD) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(url + "/")
+    assert "/login" in driver.current_url  # anonymous: sent to the login form
+    driver.find_element(By.ID, "username").send_keys(name)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "login").click()
+    assert wait_until(lambda: driver.find_elements(By.ID, "feed-rows")), driver.page_source[:2000]
+
+
+def publish_alert_with_snapshot(broker_url: str, jpeg: bytes, **kw: Any) -> Any:
+    topics = Topics("s1", "d1")
+    alert_id = kw.pop("alert_id", None) or make_alert().alert_id
+    snap = Snapshot(
+        uri=f"file:///var/lib/binwatch/snapshots/{alert_id}.jpg",
+        sha256=hashlib.sha256(jpeg).hexdigest(),
+        topic=topics.alert_snapshot(alert_id),
+        size=len(jpeg),
+    )
+    alert = make_alert(alert_id=alert_id, snapshot=snap, **kw)
+    publish(broker_url, topics.alert_mismatch, alert.to_json_bytes())
+    publish(broker_url, topics.alert_snapshot(alert_id), jpeg)
+    return alert
+
+
+def anonymous_post(url: str) -> int:
+    req = urllib.request.Request(url, data=b"decision=false_alarm&csrf=x", method="POST")
+    req.add_header("Content-Type", "application/x-www-form-urlencoded")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def test_alert_live_in_the_feed_reviewed_persisted_and_published(
+    console: ConsoleProcess,
+    mosquitto: Mosquitto,
+    browser: Any,  # noqa: F811
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    reviews = Collector(mosquitto.url, "binwatch/v1/+/+/alert/review")
+    try:
+        login(browser, console.url)
+        browser.execute_script("window.__sameDocument = 'yes';")  # gone if the page reloads
+        assert wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#live.on")), "no event stream"
+
+        jpeg = make_jpeg()
+        alert = publish_alert_with_snapshot(
+            mosquitto.url, jpeg, bin_id="B-0042", expected_qty=4, predicted_qty=3
+        )
+        row_css = f'#feed-rows tr[data-alert-id="{alert.alert_id}"]'
+        img_css = row_css + " td.thumb img"
+        loaded = (
+            "var i = document.querySelector(arguments[0]); return !!i && i.complete && i.naturalWidth > 0;"
+        )
+        assert wait_until(lambda: browser.execute_script(loaded, img_css)), browser.page_source[:3000]
+        assert browser.execute_script("return window.__sameDocument;") == "yes"  # no reload happened
+        row_text = browser.find_element(By.CSS_SELECTOR, row_css).text
+        assert "B-0042" in row_text and "s1/d1" in row_text and "new" in row_text
+
+        browser.find_element(By.CSS_SELECTOR, row_css + " td:nth-child(2) a").click()
+        assert wait_until(lambda: browser.find_elements(By.ID, "review-form"))
+        assert browser.execute_script("return document.getElementById('snapshot').naturalWidth;") == 320
+        browser.find_element(By.ID, "actual_qty").send_keys("3")
+        browser.find_element(By.ID, "note").send_keys("one item missing")
+        browser.find_element(By.ID, "confirm").click()
+        assert wait_until(lambda: "mismatch confirmed" in browser.find_element(By.ID, "history").text)
+        assert "Review recorded: mismatch confirmed, actual count 3." in browser.page_source
+
+        got = wait_until(lambda: reviews.on("/alert/review"))
+        assert got, "no review published on MQTT"
+        topic, payload, _retain = got[-1]
+        published = Review.parse(payload)
+        assert topic == Topics("s1", "d1").alert_review
+        assert (published.alert_id, published.decision, published.actual_qty) == (
+            alert.alert_id,
+            "confirmed",
+            3,
+        )
+        assert (published.reviewer, published.note, published.bin_id) == ("ana", "one item missing", "B-0042")
+
+        assert console.stop() == 0
+        console.start()
+        browser.refresh()  # same session cookie: the key survived the restart
+        history = browser.find_element(By.ID, "history").text
+        assert "mismatch confirmed" in history and "ana" in history and "one item missing" in history
+        assert browser.find_element(By.ID, "review-state").text == "mismatch confirmed"
+
+        assert anonymous_post(f"{console.url}/alerts/{alert.alert_id}/review") == 401
+        assert anonymous_post(f"{console.url}/login") == 403  # no CSRF token
+        assert "published" in history
+    finally:
+        reviews.close()
+
+
+def test_serve_refuses_a_taken_port_and_user_add_refuses_a_duplicate(tmp_path: Path) -> None:
+    import socket
+
+    c = ConsoleProcess(tmp_path / "c", "mqtt://127.0.0.1:1")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = c.cli("serve", "--broker", c.broker_url, "--port", str(port))
+    assert r.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in r.stderr and "--port" in r.stderr
+    pw = tmp_path / "pw"
+    pw.write_text("long enough password\n")
+    assert c.cli("user", "add", "bob", "--password-file", str(pw)).returncode == 0
+    again = c.cli("user", "add", "bob", "--password-file", str(pw))
+    assert again.returncode == 1 and "exists already" in again.stderr
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    bad = c.cli("user", "add", "eve", "--password-file", str(short))
+    assert bad.returncode == 2 and "shorter than 8" in bad.stderr
