@@ -299,8 +299,8 @@ def test_review_sent_while_the_broker_is_down_arrives_after_it_returns(
         wait_subscribed(pub, store)
         a = make_alert()
         store.add_alert(a)
-        r1 = Review(alert_id=a.alert_id, site="s1", device="d1", camera="cam0", bin_id=a.bin_id,
-                    decision="false_alarm", reviewer="ann", ts=NOW)  # fmt: skip
+        where = {"site": "s1", "device": "d1", "camera": "cam0", "bin_id": a.bin_id}
+        r1 = Review(alert_id=a.alert_id, decision="false_alarm", reviewer="ann", ts=NOW, **where)
         store.add_review(r1)
         assert ing.publish_review(r1) is True
         assert wait_until(lambda: store.unpublished_reviews() == [])
