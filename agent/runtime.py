@@ -30,7 +30,7 @@ from agent.delivery.records import ReplayCursors, VerdictLog
 from agent.delivery.replies import CommandReplier
 from agent.delivery.snapshots import SnapshotStore
 from agent.delivery.state import AgentState
-from agent.delivery.status import ModelStateReporter, StatusReporter
+from agent.delivery.status import ModelStateReporter, StatusReporter, delivery_state
 from agent.housekeeping import Housekeeper
 from agent.inference.backends.base import Backend
 from agent.inference.bundle_checks import BundleChecks
@@ -194,7 +194,7 @@ class Runtime:
             alive=lambda: {t.name: t.is_alive() for t in self._threads},
             running=lambda: self._started and not self.stop_event.is_set(),
             connected=lambda: self.link.connected,
-            outbox_depth=self.outbox.depth,
+            delivery=lambda: delivery_state(self.outbox, self.journal),
         )
         self.housekeeper = Housekeeper(
             capture=self.capture,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from agent.delivery.outbox import Outbox
     from agent.inference.model_store import LoadedModel, ModelStore
     from agent.intake.capture import CaptureManager
+    from agent.intake.journal import EventJournal
     from agent.intake.manifests import ManifestStore
     from agent.metrics import AgentMetrics
 
@@ -97,6 +98,18 @@ def with_delivery(stats: Stats, outbox: Outbox, counters: LinkCounters) -> Stats
             "last_refusal": counters.last_refusal or None,
         }
     )
+
+
+def delivery_state(outbox: Outbox, journal: EventJournal) -> dict[str, Any]:
+    """What ``/readyz`` says about delivery: alerts waiting, rows the broker refused (waiting for
+    their retry) with its latest reason, and bin events without an outcome yet."""
+    refused, reason = outbox.refused()
+    return {
+        "outbox_depth": outbox.depth(),
+        "refused_waiting": refused,
+        "last_refusal": reason,
+        "bin_events_pending": journal.counts()["pending"],
+    }
 
 
 def verdict_counts(counted: Mapping[str, int]) -> dict[str, int]:

@@ -152,13 +152,13 @@ DEPLOY
   for u in "${operator_users[@]}"; do
     cat <<OPERATOR
 # role operator: reads everything under the prefix; publishes bin events, manifests, commands and
-# reviews (never a device's own topics or the desired model)
+# reviews of alerts (never a device's own topics or the desired model)
 user $u
 topic read $p/#
 topic write $p/+/+/bin
 topic write $p/+/manifest/+
 topic write $p/+/+/cmd/+
-topic write $p/+/review/#
+topic write $p/+/+/alert/review
 
 OPERATOR
   done
@@ -169,6 +169,8 @@ OPERATOR
     echo "user $u"
     echo "topic write $p/$u/status"
     echo "topic write $p/$u/alert/mismatch"
+    echo "topic write $p/$u/alert/snapshot/+"
+    echo "topic write $p/$u/bin/outcome"
     echo "topic write $p/$u/result"
     echo "topic write $p/$u/stats"
     echo "topic write $p/$u/model/reported"

@@ -73,6 +73,9 @@ def test_refused_alerts_stay_counted_with_the_reason_and_arrive_once_allowed(
         rt.housekeeper.tick()  # refreshes the gauges (every 0.5 s anyway)
         metrics = rt.endpoints.metrics_text()[0].decode()
         assert f"binwatch_outbox_refused {float(alerts)}" in metrics
+        _ok, ready = rt.endpoints.readiness()  # /readyz says it too, with the broker's reason
+        assert ready["delivery"]["refused_waiting"] == alerts
+        assert "Not authorized" in ready["delivery"]["last_refusal"]
 
         acl_broker.acl.write_text("\n".join(ALLOW_ALERTS) + "\n")  # the operator fixes the ACL
         acl_broker.reload()

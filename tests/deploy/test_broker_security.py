@@ -405,7 +405,7 @@ def test_device_cannot_publish_what_is_addressed_to_it(connect) -> None:
         fleet_desired(),
         group_desired(group="aisle-a"),
         D1.manifest("00121"),
-        f"{D1.site_root}/review/00121",
+        D1.alert_review,  # the operators' reviews of its alerts
         f"{D1.root}/anything-else",
     ):
         assert d1.publish(topic, token()).value == NOT_AUTHORIZED, topic
@@ -415,7 +415,16 @@ def test_device_publishes_its_own_topics_and_the_operator_receives_them(connect)
     operator = connect(OPERATOR)
     assert not any(rc.is_failure for rc in operator.subscribe("binwatch/v1/#"))
     d1 = connect("dc1/d1")
-    own = [D1.status, D1.alert_mismatch, D1.result, D1.stats, D1.model_reported, D1.cmd_result("reload")]
+    own = [
+        D1.status,
+        D1.alert_mismatch,
+        D1.alert_snapshot("4133728a-c4e6-41d5-9edd-3735da1a2174"),
+        D1.bin_outcome,
+        D1.result,
+        D1.stats,
+        D1.model_reported,
+        D1.cmd_result("reload"),
+    ]
     sent = {}
     for topic in own:
         sent[topic] = token()
@@ -469,7 +478,7 @@ def test_device_reads_its_bins_commands_and_site_manifests_only(connect) -> None
         D2.bin: token(),
         D2.cmd("reload"): token(),
         D3.manifest("00121"): token(),
-        f"{D1.site_root}/review/00121": token(),
+        D1.alert_review: token(),
     }
     for topic, payload in {**others, **mine}.items():
         assert not operator.publish(topic, payload).is_failure, topic
@@ -499,9 +508,16 @@ def test_device_cannot_read_another_devices_alerts(connect) -> None:
 
 def test_operator_publishes_requests_but_not_device_state_or_desired(connect) -> None:
     operator = connect(OPERATOR)
-    for topic in (D1.bin, D1.cmd("reload"), D1.manifest("00121"), f"{D1.site_root}/review/00121/x"):
+    for topic in (D1.bin, D1.cmd("reload"), D1.manifest("00121"), D1.alert_review):
         assert not operator.publish(topic, token()).is_failure, topic
-    for topic in (D1.status, D1.alert_mismatch, D1.model_desired, fleet_desired(), D1.cmd_result("reload")):
+    for topic in (
+        D1.status,
+        D1.alert_mismatch,
+        D1.bin_outcome,
+        D1.model_desired,
+        fleet_desired(),
+        D1.cmd_result("reload"),
+    ):
         assert operator.publish(topic, token()).value == NOT_AUTHORIZED, topic
 
 
