@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,25 +20,43 @@ import pytest
 
 from contract.messages import Review, Snapshot
 from contract.topics import Topics
-from tests.agent.mqtt_helpers import Collector, make_alert, publish, wait_until
+from tests.agent.mqtt_helpers import Collector, PersistentMosquitto, make_alert, publish, wait_until
 from tests.broker import Mosquitto
 from tests.console.browser import ConsoleProcess, browser, make_jpeg  # noqa: F401  (browser: the fixture)
+from tests.hw import requires_mosquitto
 
 pytestmark = pytest.mark.mqtt
 
 PASSWORD = "operator password 1"
 
 
-@pytest.fixture()
-def console(tmp_path: Path, mosquitto: Mosquitto) -> Any:
-    c = ConsoleProcess(tmp_path / "console", mosquitto.url)
+def start_console(tmp_path: Path, broker_url: str) -> ConsoleProcess:
+    c = ConsoleProcess(tmp_path / "console", broker_url)
     pw = tmp_path / "pw.txt"
     pw.write_text(PASSWORD + "\n")
     added = c.cli("user", "add", "ana", "--password-file", str(pw))
     assert added.returncode == 0, added.stderr
     c.start()
+    return c
+
+
+@pytest.fixture()
+def console(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[ConsoleProcess]:
+    c = start_console(tmp_path, mosquitto.url)
     yield c
     c.stop()
+
+
+@pytest.fixture()
+def persistent_broker(tmp_path: Path) -> Iterator[PersistentMosquitto]:
+    """A broker that keeps sessions across a restart, so the test's subscriber cannot miss the
+    review the console sends the moment it reconnects."""
+    if requires_mosquitto.args[0]:
+        pytest.skip(requires_mosquitto.kwargs["reason"])
+    broker = PersistentMosquitto(tmp_path / "pbroker")
+    broker.start()
+    yield broker
+    broker.stop()
 
 
 def login(driver: Any, url: str, name: str = "ana", password: str = PASSWORD) -> None:
@@ -158,3 +177,48 @@ def test_serve_refuses_a_taken_port_and_user_add_refuses_a_duplicate(tmp_path: P
     short.write_text("abc\n")
     bad = c.cli("user", "add", "eve", "--password-file", str(short))
     assert bad.returncode == 2 and "shorter than 8" in bad.stderr
+
+
+def test_broker_outage_shows_the_banner_live_and_a_review_goes_out_after_it(
+    tmp_path: Path,
+    persistent_broker: PersistentMosquitto,
+    browser: Any,  # noqa: F811
+) -> None:
+
+    mosquitto = persistent_broker
+    console = start_console(tmp_path, mosquitto.url)
+    reviews = Collector(mosquitto.url, "binwatch/v1/+/+/alert/review", persistent=True)
+    try:
+        outage(console, mosquitto, browser, reviews)
+    finally:
+        reviews.close()
+        console.stop()
+
+
+def outage(console: ConsoleProcess, mosquitto: Mosquitto, driver: Any, reviews: Collector) -> None:
+    from selenium.webdriver.common.by import By
+
+    alert = publish_alert_with_snapshot(mosquitto.url, make_jpeg())
+    login(driver, console.url)
+    css = f'#feed-rows tr[data-alert-id="{alert.alert_id}"]'
+    assert wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, css) or driver.refresh())
+    banner = driver.find_element(By.ID, "broker-banner")
+    assert not banner.is_displayed()
+    driver.execute_script("window.__sameDocument = 'yes';")
+    mosquitto.stop()
+    assert wait_until(banner.is_displayed), "no banner while the broker is down"
+    assert "not connected to the MQTT broker" in banner.text
+    assert driver.execute_script("return window.__sameDocument;") == "yes"
+
+    driver.get(f"{console.url}/alerts/{alert.alert_id}")
+    driver.find_element(By.ID, "false-alarm").click()
+    assert wait_until(lambda: "Not yet published on MQTT" in driver.page_source)
+    assert "not yet" in driver.find_element(By.ID, "history").text
+
+    mosquitto.start()  # the subscriber's session (kept by the broker) gets what the console re-sends
+    banner = driver.find_element(By.ID, "broker-banner")
+    assert wait_until(lambda: not banner.is_displayed()), "banner stayed after the broker came back"
+    got = wait_until(lambda: reviews.on("/alert/review"))
+    assert got and Review.parse(got[-1][1]).decision == "false_alarm"
+    history = driver.find_element(By.ID, "history")
+    assert wait_until(lambda: "published" in history.text and "not yet" not in history.text)
