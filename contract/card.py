@@ -26,6 +26,7 @@ __all__ = [
     "ModelCard",
     "ModelSpec",
     "OutputSpec",
+    "ParentRun",
     "ResizeSpec",
     "TrainedFrom",
     "load_card",
@@ -94,12 +95,24 @@ class ModelSpec(Strict):
     pretrained: Optional[str] = Field(default=None, description="torchvision weights enum used at init")
 
 
+class ParentRun(Strict):
+    """The run a fine-tuned run started from (``binwatch train --init RUN``), as its card named it."""
+
+    run_id: str = Field(description="the parent run folder's name")
+    name: str = Field(description="the parent card's model name")
+    version: int = Field(ge=0, description="the parent card's model version")
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the weights.pt loaded")
+
+
 class TrainedFrom(Strict):
     run_id: str
     git_sha: Optional[str] = None
     data: Optional[str] = Field(default=None, description="dataset name or path trained on")
     split: Optional[str] = None
     epochs: Optional[int] = None
+    parent: Optional[ParentRun] = Field(
+        default=None, description="card version 2: the run whose weights this run was fine-tuned from"
+    )
 
 
 class Metrics(Strict):
@@ -184,7 +197,8 @@ class Artifact(Strict):
 
 class ModelCard(Versioned):
     SCHEMA = "binwatch.card"
-    VERSION = 1
+    VERSION = 2
+    OLDER_VERSIONS = (1,)  # version 1's trained_from had no ``parent``
 
     name: str = Field(min_length=1, max_length=128)
     version: int = Field(ge=0, description="monotonic model version")

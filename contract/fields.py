@@ -35,9 +35,11 @@ __all__ = [
     "Name",
     "NonNegFloat",
     "Prob",
+    "Ref",
     "Sha256",
     "Text",
     "Timestamp",
+    "Uuid",
     "check_id",
 ]
 
@@ -99,3 +101,14 @@ Prob = Annotated[StrictFloat, AllowInfNan(False), Field(ge=0, le=1)]
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_input)]
 """A time with its UTC offset, ISO 8601 on the wire."""
+
+
+Ref = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
+"""An opaque event, request or rollout id (any text of 1..128 characters)."""
+
+Uuid = Annotated[
+    StrictStr,
+    StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
+    Field(json_schema_extra={"format": "uuid"}),
+]
+"""A UUID as lower-case text (an alert's idempotency key)."""

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from contract.base import Strict, Versioned
+from contract.bins import BinEvent, BinOutcome
 from contract.fields import (
     U63,
     Bool,
@@ -38,11 +39,14 @@ from contract.fields import (
     Name,
     NonNegFloat,
     Prob,
+    Ref,
     Sha256,
     Text,
     Timestamp,
+    Uuid,
 )
-from contract.manifest import ItemLine, Items, ManifestEntry, parse_manifest
+from contract.manifest import ItemLine, ManifestEntry, parse_manifest
+from contract.reviews import Review
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +71,14 @@ __all__ = [
     "Status",
     "parse_manifest",
 ]
-# ItemLine, ManifestEntry and parse_manifest live in contract.manifest and are re-exported here.
+# ItemLine, ManifestEntry and parse_manifest live in contract.manifest, BinEvent and BinOutcome in
+# contract.bins, Review in contract.reviews; all are re-exported here.
 
 Precision = Literal["fp32", "fp16", "int8"]
 Key = Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)]
 LongKey = Annotated[StrictStr, StringConstraints(min_length=1, max_length=256)]
 Backend = Annotated[StrictStr, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.:-]{0,63}$")]
 Uri = Annotated[StrictStr, StringConstraints(min_length=1, max_length=2048)]
-Ref = Annotated[StrictStr, StringConstraints(min_length=1, max_length=128)]
-"""An opaque event, request or rollout id (any text of 1..128 characters)."""
 CustomValue = Union[Bool, StrictInt, Float, Annotated[StrictStr, StringConstraints(max_length=256)]]
 
 
@@ -196,13 +199,6 @@ class _Verdict(Versioned):
     )
 
 
-_UUID = Annotated[
-    StrictStr,
-    StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
-    Field(json_schema_extra={"format": "uuid"}),
-]
-
-
 class Alert(_Verdict):
     """A mismatch alert (``alert/mismatch``). ``alert_id`` (lower-case UUID text) is the
     idempotency key: a consumer that sees the same id twice has seen the same alert."""
@@ -211,7 +207,7 @@ class Alert(_Verdict):
     VERSION = 2
     OLDER_VERSIONS = (1,)  # version 1's snapshot had no ``topic``/``size``
 
-    alert_id: _UUID
+    alert_id: Uuid
 
 
 class Result(_Verdict):
@@ -221,7 +217,7 @@ class Result(_Verdict):
     VERSION = 2
     OLDER_VERSIONS = (1,)  # version 1's snapshot had no ``topic``/``size``
 
-    result_id: _UUID
+    result_id: Uuid
     verdict: Literal["match", "mismatch", "uncertain"]
 
 
@@ -361,88 +357,6 @@ class ModelReported(Versioned):
     detail: Text = ""
     ts: Timestamp
     rollout_id: Optional[Ref] = None
-
-
-# -- bins ------------------------------------------------------------------------
-class BinEvent(Versioned):
-    """``bin``: a bin presented to a camera. ``expected_qty`` (else the sum of ``items``) overrides
-    the manifest for this presentation; ``frames`` asks for that many frames to be fused; ``ts``
-    (version 2) says when, so that a stale event is not decided on another bin's frames."""
-
-    SCHEMA = "binwatch.bin"
-    VERSION = 2
-    OLDER_VERSIONS = (1,)  # version 1 had no ``ts``
-
-    bin_id: Id
-    camera: Id
-    event_id: Ref
-    expected_qty: Optional[Count] = None
-    items: Optional[Items] = None
-    frames: Optional[Annotated[StrictInt, Field(ge=1, le=32)]] = None
-    ts: Optional[Timestamp] = Field(
-        default=None,
-        description="when the bin reached the camera; an event older than the agent's events.max_age_s "
-        "(e.g. queued by the broker during an outage) is reported failed instead of decided on later frames",
-    )
-
-    def expected(self) -> Optional[int]:
-        """``expected_qty``, else the sum of the item quantities, else None (use the manifest)."""
-        if self.expected_qty is not None:
-            return self.expected_qty
-        if self.items:
-            return sum(i.quantity for i in self.items)
-        return None
-
-
-class BinOutcome(Versioned):
-    """``bin/outcome``: how one ``bin`` event ended, sent durably (QoS 1, through the outbox) for
-    every event the agent accepted: a verdict, or ``failed`` with the reason (superseded, timed out,
-    stale after an outage, the agent restarted before deciding it, ...)."""
-
-    SCHEMA = "binwatch.bin_outcome"
-    VERSION = 1
-
-    site: Id
-    device: Id
-    camera: Id
-    bin_id: Id
-    event_id: Ref
-    outcome: Literal["match", "mismatch", "uncertain", "no_manifest", "failed"]
-    reason: Text = Field(default="", description="why it failed (empty otherwise)")
-    expected_qty: Optional[Count] = None
-    predicted_qty: Optional[Count] = None
-    p_expected: Optional[Prob] = None
-    alert_id: Optional[_UUID] = Field(default=None, description="the alert a mismatch raised")
-    ts: Timestamp
-
-
-# -- reviews (operator side) -------------------------------------------------------------------
-class Review(Versioned):
-    """``alert/review`` (under the alert's device root): a person's review of an alert, published
-    by the console for other consumers (a WMS). ``confirmed`` carries the counted ``actual_qty``."""
-
-    SCHEMA = "binwatch.review"
-    VERSION = 1
-
-    alert_id: _UUID
-    site: Id
-    device: Id
-    camera: Id
-    bin_id: Id
-    event_id: Optional[Ref] = None
-    decision: Literal["confirmed", "false_alarm", "cant_tell"]
-    actual_qty: Optional[Count] = Field(default=None, description="items counted by the reviewer (confirmed)")
-    reviewer: Ref
-    note: Annotated[StrictStr, StringConstraints(max_length=1024)] = ""
-    ts: Timestamp
-
-    @model_validator(mode="after")
-    def _confirmed_has_count(self) -> Review:
-        if self.decision == "confirmed" and self.actual_qty is None:
-            raise ValueError("a confirmed mismatch needs actual_qty (the items the reviewer counted)")
-        if self.decision != "confirmed" and self.actual_qty is not None:
-            raise ValueError(f"actual_qty is only for decision 'confirmed', not {self.decision!r}")
-        return self
 
 
 # -- commands ----------------------------------------------------------------------------------

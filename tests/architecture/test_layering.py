@@ -26,7 +26,7 @@ import pytest
 
 from tests.hw import REPO
 
-PACKAGES = ("contract", "mqttconn", "agent", "console", "training", "export", "deploy", "binwatch")
+PACKAGES = ("contract", "mqttconn", "agent", "console", "training", "export", "deploy", "demo", "binwatch")
 STDLIB = frozenset(sys.stdlib_module_names)
 DYNAMIC_IMPORTERS = frozenset({"import_module", "__import__"})
 
@@ -39,12 +39,15 @@ RULES: dict[str, tuple[str, ...]] = {
     "training": ("training", "contract", "agent.surface", "binwatch.cliutil"),
     "export": ("export", "contract", "training", "agent.surface", "binwatch.cliutil"),
     "deploy": ("deploy", "contract", "mqttconn", "binwatch.cliutil"),
+    # the demo drives the other parts as `python -m binwatch ...` processes, never by import
+    "demo": ("demo", "contract", "mqttconn", "binwatch.cliutil"),
     "binwatch": ("binwatch",),  # command groups are registered by name (binwatch.cli._GROUPS)
 }
 # Third-party packages a package must never import, whatever else it does.
 FORBIDDEN_THIRD_PARTY: dict[str, frozenset[str]] = {
     "agent": frozenset({"torch", "torchvision"}),
     "console": frozenset({"torch", "torchvision"}),
+    "demo": frozenset({"torch", "torchvision"}),
     "mqttconn": frozenset({"torch", "torchvision", "numpy"}),
 }
 CONTRACT_THIRD_PARTY = frozenset({"pydantic"})

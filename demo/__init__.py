@@ -1,0 +1,1 @@
+"""binwatch demo: one command that shows binwatch catching mismatches (docs/demo.md)."""
