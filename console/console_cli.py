@@ -229,12 +229,17 @@ def export(
 
 
 def _summary_text(summary: Any, out: Path) -> str:
-    if isinstance(summary, dict):
-        fields = summary
-    elif hasattr(summary, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        fields = asdict(summary)
-    else:
-        return str(summary)
-    return f"exported to {out}: " + ", ".join(f"{k} {v}" for k, v in fields.items())
+    """``ExportSummary`` -> the lines the command prints."""
+    counts = ", ".join(f"{qty}: {n}" for qty, n in sorted(summary.histogram.items())) or "none"
+    lines = [
+        f"{summary.items} reviewed snapshot(s) in {out} ({summary.written} written, "
+        f"{summary.removed} removed by this run)",
+        f"items per count: {counts}",
+    ]
+    if summary.missing:
+        lines.append(
+            f"warning: {summary.missing} reviewed alert(s) left out: their JPEG is gone from the image store"
+        )
+    if summary.items:
+        lines.append(f"next: binwatch train --data {out} --init RUN_DIR ...  (fine-tune a run on them)")
+    return "\n".join(lines)

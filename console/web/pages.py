@@ -136,7 +136,7 @@ class ReviewError(ValueError):
 def build_review(alert: Any, reviewer: str, decision: Any, actual_qty: Any, note: Any) -> Any:
     """The :class:`contract.messages.Review` of ``alert`` from the form's values (ReviewError when a
     value is missing or wrong)."""
-    from contract.messages import Review
+    from contract import Review
 
     if decision not in DECISIONS:
         raise ReviewError("choose one of: mismatch confirmed, false alarm, can't tell")

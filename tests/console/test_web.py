@@ -18,7 +18,7 @@ from console.store import ConsoleStore
 from console.web.app import make_app
 from console.web.auth import hash_password, safe_next
 from console.web.events import EventHub
-from contract.messages import Review
+from contract import Review
 from tests.agent.mqtt_helpers import make_alert
 
 JPEG = b"\xff\xd8\xff\xe0" + b"binwatch web test" * 8 + b"\xff\xd9"

@@ -1,0 +1,73 @@
+"""``binwatch console user add|export`` and the help of every console command (typer's CliRunner,
+real store in tmp_path)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from binwatch.cli import app as root
+from console.web.auth import verify_password
+from console.web.server import open_store
+from contract import Review
+from tests.agent.mqtt_helpers import make_alert
+
+JPEG = b"\xff\xd8\xff\xe0" + b"binwatch cli test" * 8 + b"\xff\xd9"
+
+
+def run(*args: str, input: str | None = None) -> object:
+    return CliRunner().invoke(root, ["console", *args], input=input)
+
+
+@pytest.mark.parametrize("cmd", [[], ["serve"], ["user"], ["user", "add"], ["export"]])
+def test_every_command_has_help(cmd: list[str]) -> None:
+    r = run(*cmd, "--help")
+    assert r.exit_code == 0 and "Usage" in r.output  # type: ignore[attr-defined]
+
+
+def test_user_add_prompts_and_hashes(tmp_path: Path) -> None:
+    r = run("user", "add", "ana", "--data-dir", str(tmp_path), input="a long password\na long password\n")
+    assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
+    store = open_store(f"sqlite:///{tmp_path / 'console.db'}", str(tmp_path / "images"))
+    try:
+        password_hash, role = store.user("ana")  # type: ignore[misc]
+    finally:
+        store.close()
+    assert role == "reviewer" and password_hash.startswith("$argon2id$")
+    assert verify_password(password_hash, "a long password") and not verify_password(password_hash, "x")
+    bad_role = run("user", "add", "bob", "--role", "admin", "--data-dir", str(tmp_path))
+    assert bad_role.exit_code == 2 and "use one of reviewer, viewer" in bad_role.output  # type: ignore[attr-defined]
+
+
+def test_export_writes_the_abid_layout_and_says_what_next(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'console.db'}", str(tmp_path / "images"))
+    a, b = make_alert(expected_qty=4), make_alert()
+    try:
+        for alert in (a, b):
+            store.add_alert(alert)
+            store.add_snapshot(alert.alert_id, JPEG)
+        fields = {"site": "s1", "device": "d1", "camera": "cam0", "bin_id": "bin-1", "reviewer": "ana"}
+        ts = a.frame_ts
+        store.add_review(Review(alert_id=a.alert_id, decision="confirmed", actual_qty=3, ts=ts, **fields))
+        store.add_review(Review(alert_id=b.alert_id, decision="cant_tell", ts=ts, **fields))
+    finally:
+        store.close()
+    out = tmp_path / "export"
+    r = run("export", "--out", str(out), "--data-dir", str(tmp_path))
+    text = r.output  # type: ignore[attr-defined]
+    assert r.exit_code == 0, text
+    assert f"1 reviewed snapshot(s) in {out}" in text and "items per count: 3: 1" in text
+    assert f"binwatch train --data {out} --init RUN_DIR" in text
+    (meta,) = (out / "metadata").glob("*.json")
+    assert json.loads(meta.read_text())["EXPECTED_QUANTITY"] == 3
+    assert (out / "bin-images" / (meta.stem + ".jpg")).read_bytes() == JPEG
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("web:\n  hots: 0.0.0.0\n")
+    r = run("serve", "--config", str(cfg))
+    assert r.exit_code == 2 and "web.hots: unknown key" in r.output  # type: ignore[attr-defined]
