@@ -34,7 +34,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from console.store import ALERT_ID_RE, SNAPSHOT_SHA256, ConsoleStore, StoreBatch
 from contract.base import ContractError, utcnow
 from contract.fields import check_id
-from contract.messages import Alert, ModelReported, Review, Stats, Status
+from contract.messages import Alert, ModelReported, Stats, Status
+from contract.reviews import Review
 from contract.topics import Topics, parse_topic
 from mqttconn.client import connect_kwargs, make_client
 from mqttconn.config import BrokerConfig
@@ -106,7 +107,7 @@ class Ingest:
         store: ConsoleStore,
         *,
         sites: Optional[list[str]] = None,
-        client_id: str = "binwatch-console",
+        client_id: Optional[str] = "binwatch-console",
         on_event: Optional[EventSink] = None,
         session_expiry_s: int = 7 * 86400,
         receive_maximum: int = 1000,
@@ -117,7 +118,7 @@ class Ingest:
         self.cfg = cfg
         self.store = store
         self.filters = subscriptions(cfg.prefix, sites)
-        self.client_id = client_id
+        self.client_id = client_id or "binwatch-console"  # fixed: the broker keeps the session by it
         self.on_event = on_event
         self.session_expiry_s = session_expiry_s
         self.receive_maximum = receive_maximum

@@ -20,7 +20,8 @@ from console.images import ImageStore
 from console.store import schema as t
 from console.store.rows import ReviewRow
 from contract.base import utcnow
-from contract.messages import Alert, ModelReported, Review, Stats, Status
+from contract.messages import Alert, ModelReported, Stats, Status
+from contract.reviews import Review
 
 __all__ = ["ALERT_ID_RE", "SNAPSHOT_SHA256", "StoreBatch"]
 

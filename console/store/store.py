@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
@@ -25,7 +25,8 @@ from console.store import schema as t
 from console.store.ops import StoreBatch
 from console.store.rows import STATES, AlertRow, DeviceRow, ReviewRow
 from contract.base import utcnow
-from contract.messages import Alert, ModelReported, Review, Stats, Status
+from contract.messages import Alert, ModelReported, Stats, Status
+from contract.reviews import Review
 
 __all__ = ["ConsoleStore"]
 
@@ -192,6 +193,23 @@ class ConsoleStore:
         q = q.order_by(a.c.received_ts.desc(), a.c.id.desc()).limit(max(1, min(int(limit), MAX_LIMIT)))
         with self.engine.connect() as conn:
             return [self._alert_row(m) for m in conn.execute(q).mappings()]
+
+    def count_alerts(
+        self,
+        *,
+        site: Optional[str] = None,
+        device: Optional[str] = None,
+        state: Optional[str] = None,
+        bin_id: Optional[str] = None,
+    ) -> int:
+        """How many alerts match (the same filters as :meth:`alerts`)."""
+        a = t.alerts
+        q = select(func.count()).select_from(a)
+        for col, value in ((a.c.site, site), (a.c.device, device), (a.c.state, state), (a.c.bin_id, bin_id)):
+            if value is not None:
+                q = q.where(col == value)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
 
     def alert(self, alert_id: str) -> Optional[AlertRow]:
         with self.engine.connect() as conn:

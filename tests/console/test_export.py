@@ -20,7 +20,7 @@ from console.export import INDEX, export_reviews
 from console.images import FolderImages
 from console.store import ConsoleStore
 from contract.abid import iter_dataset, list_keys
-from contract.messages import Review
+from contract.reviews import Review
 from tests.agent.mqtt_helpers import make_alert
 from tests.hw import REPO
 

@@ -24,11 +24,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from console.images import FolderImages
 from console.ingest import Ingest, subscriptions
 from console.store import SNAPSHOT_SHA256, ConsoleStore
-from contract.messages import ModelReported, Review, Stats, Status
+from contract.messages import ModelReported, Stats, Status
+from contract.reviews import Review
 from contract.topics import Topics
 from mqttconn.config import BrokerConfig
 from tests.agent.mqtt_helpers import Collector, PersistentMosquitto, make_alert, wait_until
 from tests.broker import Mosquitto
+from tests.console.postgres import postgres_server  # noqa: F401 (fixture)
 from tests.hw import REPO
 
 JPEG = b"\xff\xd8\xff\xe0" + b"snapshot bytes " * 20 + b"\xff\xd9"
@@ -83,6 +85,20 @@ def store(tmp_path: Path) -> Iterator[ConsoleStore]:
         s.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ConsoleStore]:
+    """The store on SQLite, then on a real PostgreSQL (tests/console/postgres.py)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'any.db'}"
+    else:
+        url = request.getfixturevalue("postgres_server").new_database()
+    s = ConsoleStore.open(url, FolderImages(tmp_path / "any-images"))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
 def wait_subscribed(pub: Publisher, store: ConsoleStore, device: str = "probe") -> None:
     """Publish a status until the console has stored it (its subscriptions are in place)."""
 
@@ -116,7 +132,8 @@ def test_subscriptions_cover_one_site_or_all() -> None:
         subscriptions("binwatch/v1", ["a/b"])
 
 
-def test_alerts_snapshots_and_devices_are_stored(broker: Mosquitto, store: ConsoleStore) -> None:
+def test_alerts_snapshots_and_devices_are_stored(broker: Mosquitto, any_store: ConsoleStore) -> None:
+    store = any_store
     ing, events = start_ingest(broker.url, store)
     pub = Publisher(broker.url)
     try:
@@ -159,7 +176,10 @@ def test_alerts_snapshots_and_devices_are_stored(broker: Mosquitto, store: Conso
     assert ("broker", {"connected": False, "error": ""}) in events
 
 
-def test_hostile_messages_are_counted_and_the_ingest_goes_on(broker: Mosquitto, store: ConsoleStore) -> None:
+def test_hostile_messages_are_counted_and_the_ingest_goes_on(
+    broker: Mosquitto, any_store: ConsoleStore
+) -> None:
+    store = any_store
     ing, _ = start_ingest(broker.url, store, max_payload=4096, max_snapshot=1024)
     pub = Publisher(broker.url)
     try:

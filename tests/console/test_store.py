@@ -17,7 +17,8 @@ from sqlalchemy import update
 from console.images import FolderImages
 from console.store import SNAPSHOT_SHA256, ConsoleStore
 from console.store import schema as t
-from contract.messages import ModelReported, Review, Stats, Status
+from contract.messages import ModelReported, Stats, Status
+from contract.reviews import Review
 from tests.agent.mqtt_helpers import make_alert
 from tests.console.postgres import PostgresServer, postgres_server  # noqa: F401 (fixture)
 
@@ -129,6 +130,8 @@ def test_alerts_filter_order_and_paging(store: ConsoleStore) -> None:
     store.add_review(review(made[2], "false_alarm"))
     assert [r.alert.alert_id for r in store.alerts(state="false_alarm")] == [made[2].alert_id]
     assert len(store.alerts(state="new")) == 5
+    assert store.count_alerts() == 6 and store.count_alerts(state="new") == 5
+    assert store.count_alerts(site="s1", device="d0") == 1 and store.count_alerts(bin_id="nope") == 0
     with pytest.raises(ValueError, match="state"):
         store.alerts(state="bogus")
 
