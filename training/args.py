@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["TrainError", "check_args", "get_args_parser", "parse_args", "resolve_args"]
+__all__ = ["TrainError", "check_args", "check_init", "get_args_parser", "parse_args", "resolve_args"]
 
 
 class TrainError(ValueError):
@@ -149,6 +150,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="continue from RUN/checkpoint.pt (or the given checkpoint); --epochs is the new total",
     )
+    g.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="fine-tune from RUN (weights.pt + card.json): same --arch, --max-count and --overflow as its "
+        "card, its weights loaded, a fresh optimizer and schedule; the card records RUN as the parent",
+    )
     g.add_argument("--exist-ok", action="store_true", help="overwrite a run folder that holds a run")
     g.add_argument(
         "--patience", type=int, default=0, help="early stopping after N epochs without improvement"
@@ -202,6 +211,11 @@ def resolve_args(args: argparse.Namespace, device_type: str) -> None:
             args.amp = "none"
     if args.channels_last is None:
         args.channels_last = device_type == "cuda"
+    if args.init is not None and args.pretrained:
+        logging.getLogger("training.train").info(
+            "--pretrained %s not fetched: the weights come from --init %s", args.pretrained, args.init
+        )
+        args.pretrained = None
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -224,7 +238,43 @@ def check_args(args: argparse.Namespace) -> None:
             f"unknown architecture {args.arch!r}; torchvision classification models are: "
             + ", ".join(available_archs())
         )
+    if args.init is not None:
+        check_init(args)
     if args.resume is None and not args.exist_ok and (Path(args.out) / "checkpoint.pt").exists():
         raise TrainError(
             f"{args.out} already holds a run: pass --resume to continue it or --exist-ok to overwrite"
+        )
+
+
+def check_init(args: argparse.Namespace) -> None:
+    """``--init RUN``: a run folder with weights.pt and a card whose architecture and classes are this
+    run's (each mismatch named, with the flag that fixes it), other than ``--out``."""
+    from contract.base import ContractError
+    from contract.card import load_card
+
+    run = Path(args.init)
+    if not (run / "weights.pt").is_file() or not (run / "card.json").is_file():
+        raise TrainError(f"--init {run}: not a run folder (it needs weights.pt and card.json)")
+    if run.resolve() == Path(args.out).resolve():
+        raise TrainError(f"--init {run} is the --out folder: the fine-tuned run needs a folder of its own")
+    try:
+        card = load_card(run / "card.json")
+    except (ContractError, OSError) as e:
+        raise TrainError(f"--init {run}: {e}") from e
+    counts = list(range(args.max_count + 1))
+    wrong = []
+    if card.model.arch != args.arch:
+        wrong.append(f"architecture {card.model.arch} (this run: --arch {args.arch})")
+    if card.output.counts != counts:
+        head, k = card.output.counts, args.max_count
+        wrong.append(f"counts {head[0]}..{head[-1]} (this run: --max-count {k}, counts 0..{k})")
+    if card.output.overflow != args.overflow:
+        last = "means 'that many or more'" if card.output.overflow else "is an exact count"
+        wrong.append(
+            f"its last class {last} (this run: {'--overflow' if args.overflow else 'no --overflow'})"
+        )
+    if wrong:
+        raise TrainError(
+            f"--init {run}: its card does not match this run: {'; '.join(wrong)}. "
+            "Fine-tuning keeps the parent's architecture and classes: pass the parent's values."
         )

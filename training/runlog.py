@@ -21,6 +21,7 @@ from contract.card import (
     ModelCard,
     ModelSpec,
     OutputSpec,
+    ParentRun,
     TrainedFrom,
     save_card,
 )
@@ -157,12 +158,18 @@ def make_card(
     split_how: str,
     epochs: int,
     weights_sha256: str,
+    parent: Optional[ParentRun] = None,
 ) -> ModelCard:
     return ModelCard(
         name=args.name or f"{args.arch}-count",
         version=args.model_version,
         trained_from=TrainedFrom(
-            run_id=run.resolve().name, git_sha=git_sha(), data=dataset, split=split_how, epochs=epochs
+            run_id=run.resolve().name,
+            git_sha=git_sha(),
+            data=dataset,
+            split=split_how,
+            epochs=epochs,
+            parent=parent,
         ),
         model=ModelSpec(arch=args.arch, num_classes=len(counts), pretrained=args.pretrained),
         input=spec,

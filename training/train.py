@@ -3,7 +3,9 @@
 One process, or DDP under torchrun (``torchrun --nproc_per_node N -m training.train --data ...``).
 The run folder (``--out RUN``) gets ``weights.pt`` (best epoch, state dict), ``checkpoint.pt`` (last
 epoch: model, optimizer, scheduler, scaler, epoch, best metric, RNG), ``card.json``, ``args.yaml``,
-``splits.json``, ``metrics.csv``, ``tb/`` and, with ``--profile``, ``profile/``.
+``splits.json``, ``metrics.csv``, ``tb/`` and, with ``--profile``, ``profile/``. ``--init RUN``
+fine-tunes from another run's weights (same architecture and classes, checked against its card; a
+fresh optimizer and schedule); the card's ``trained_from.parent`` names that run.
 """
 
 from __future__ import annotations
@@ -57,7 +59,16 @@ def main(
 
 def _run(args, info, epoch_callback) -> dict[str, Any]:
     from training.train_loop import finish, train_epochs
-    from training.train_setup import resume, resume_path, seed_all, setup_data, setup_model, wrap_model
+    from training.train_setup import (
+        init_from,
+        parent_run,
+        resume,
+        resume_path,
+        seed_all,
+        setup_data,
+        setup_model,
+        wrap_model,
+    )
 
     resolve_args(args, info.device.type)
     seed_all(args.seed, args.deterministic)
@@ -65,7 +76,10 @@ def _run(args, info, epoch_callback) -> dict[str, Any]:
     t = setup_data(args, info, checkpoint is not None)
     setup_model(t, args, info)
     if checkpoint is not None:
-        resume(t, args, checkpoint)
+        resume(t, args, checkpoint)  # a resumed fine-tune continues from its own checkpoint
+        t.parent = parent_run(args.init) if args.init is not None else None
+    elif args.init is not None:
+        init_from(t, args)
     wrap_model(t, args, info)
     train_epochs(t, args, info, epoch_callback)
     return finish(t, args, info)

@@ -184,6 +184,7 @@ def finish(t: Training, args, info) -> dict[str, Any]:
             split_how=t.split_how,
             epochs=t.epochs_run,
             weights_sha256=sha256_file(t.run / "weights.pt"),
+            parent=t.parent,
         )
         save_run_card(card, t.run)
     distributed.barrier(info)

@@ -15,7 +15,17 @@ from typing import Any, Optional
 
 from training.args import TrainError
 
-__all__ = ["Training", "resume", "resume_path", "seed_all", "setup_data", "setup_model", "wrap_model"]
+__all__ = [
+    "Training",
+    "init_from",
+    "parent_run",
+    "resume",
+    "resume_path",
+    "seed_all",
+    "setup_data",
+    "setup_model",
+    "wrap_model",
+]
 
 log = logging.getLogger("training.train")  # the run logs as one logger, whichever stage
 
@@ -64,6 +74,7 @@ class Training:
     stop_reason: str = "finished"
     eval_kw: dict[str, Any] = field(default_factory=dict)
     after_train_mode: Optional[Callable[[Any], None]] = None
+    parent: Any = None  # contract.card.ParentRun of --init RUN: recorded in the card's trained_from
 
 
 def resume_path(args) -> Optional[Path]:
@@ -175,6 +186,55 @@ def resume(t: Training, args, resume_path: Path) -> None:
         args.select_by,
         t.best,
         t.best_epoch,
+    )
+
+
+def parent_run(run: Path) -> Any:
+    """The :class:`~contract.card.ParentRun` of ``--init RUN`` (its card was checked by
+    :func:`training.args.check_init`); weights.pt must be the file its card names."""
+    from contract.card import ParentRun, load_card
+    from contract.files import sha256_file
+
+    card = load_card(run)
+    digest = sha256_file(run / "weights.pt")
+    named = card.artifact("pytorch", "fp32")
+    if named is not None and named.sha256 != digest:
+        raise TrainError(
+            f"--init {run}: weights.pt is not the file its card names (sha256 {digest[:12]}..., the card "
+            f"says {named.sha256[:12]}...): was it replaced after training?"
+        )
+    return ParentRun(run_id=run.resolve().name, name=card.name, version=card.version, weights_sha256=digest)
+
+
+def init_from(t: Training, args) -> None:
+    """``--init RUN``: the parent's weights into the fresh model, strictly (every tensor, same
+    shapes); the optimizer, schedule, epoch count and best epoch stay fresh."""
+    import pickle
+
+    import torch
+
+    from contract.card import load_card
+
+    run = Path(args.init)
+    t.parent = parent_run(run)
+    try:
+        state = torch.load(run / "weights.pt", map_location=t.device, weights_only=True)
+        t.raw_model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise TrainError(
+            f"--init {run}: its weights.pt does not load into {args.arch} with {len(t.counts)} classes: "
+            + " ".join(str(e).split())
+        ) from e
+    parent_input = load_card(run).input
+    if parent_input != t.spec:
+        differs = [k for k, v in parent_input.model_dump().items() if t.spec.model_dump().get(k) != v]
+        log.warning("--init %s: the parent was trained on other inputs (%s differ)", run, ", ".join(differs))
+    log.info(
+        "initialised from %s (%s version %d, weights %s); fresh optimizer and schedule",
+        run,
+        t.parent.name,
+        t.parent.version,
+        t.parent.weights_sha256[:12],
     )
 
 

@@ -216,7 +216,7 @@ EXAMPLES: dict[type[Versioned], dict[str, Any]] = {
     },
     ModelCard: {
         "schema": "binwatch.card",
-        "schema_version": 1,
+        "schema_version": 2,
         "name": "bins-r18",
         "version": 8,
         "created": TS,
@@ -226,6 +226,7 @@ EXAMPLES: dict[type[Versioned], dict[str, Any]] = {
             "data": "synth",
             "split": "val",
             "epochs": 3,
+            "parent": {"run_id": "run-0", "name": "bins-r18", "version": 7, "weights_sha256": SHA_B},
         },
         "model": {"arch": "resnet18", "num_classes": 6, "pretrained": "IMAGENET1K_V1"},
         "input": {"name": "input", "height": 224, "width": 224},
