@@ -9,6 +9,7 @@ Nothing here opens a connection; ``console.web.server`` runs it.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,7 +26,15 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from console.web import pages
-from console.web.auth import Guard, checked_form, csrf_token, safe_next, start_session, verify_password
+from console.web.auth import (
+    Guard,
+    LoginThrottle,
+    checked_form,
+    csrf_token,
+    safe_next,
+    start_session,
+    verify_password,
+)
 from console.web.events import event_stream
 from console.web.views import STATES, fmt_ts, iso, state_label
 
@@ -113,13 +122,22 @@ def login_form(request: Request, error: str = "", status: int = 200) -> Response
 async def login(request: Request) -> Response:
     """``POST /login``: check name and password (argon2), start a new session, go to ``next``."""
     form = await checked_form(request)
-    name = str(form.get("username", "")).strip()
+    name = str(form.get("username", "")).strip()[:128]
     password = str(form.get("password", ""))
+    client = request.client.host if request.client else "?"
+    throttle = request.app.state.throttle
+    wait = throttle.wait_s(name, client)
+    if wait > 0:
+        log.warning("login for %r from %s refused: too many failed logins", name, client)
+        text = f"Too many failed logins. Try again in {math.ceil(wait)} s."
+        return await run_in_threadpool(login_form, request, text, 429)
     record = await run_in_threadpool(request.app.state.store.user, name) if name else None
     ok = await run_in_threadpool(verify_password, record[0] if record else None, password)
     if not ok or record is None:
-        log.warning("failed login for %r from %s", name, request.client.host if request.client else "?")
+        throttle.failed(name, client)
+        log.warning("failed login for %r from %s", name, client)
         return await run_in_threadpool(login_form, request, "Wrong user name or password.", 401)
+    throttle.succeeded(name)
     start_session(request, name, record[1], record[0])
     log.info("%s logged in", name)
     return RedirectResponse(safe_next(str(form.get("next", "/"))), 303)
@@ -155,6 +173,7 @@ def make_app(
     https_only: bool = False,
     title: str = "binwatch console",
     templates_dir: Optional[Path] = None,
+    throttle: Optional[LoginThrottle] = None,
 ) -> Starlette:
     """The console app. ``secret_key`` signs the session cookies (keep it across restarts)."""
     templates = Jinja2Templates(
@@ -189,4 +208,5 @@ def make_app(
     app.state.hub = hub
     app.state.templates = templates
     app.state.title = title
+    app.state.throttle = throttle or LoginThrottle()
     return app

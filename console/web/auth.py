@@ -9,6 +9,7 @@ guard that refuses anonymous requests.
   still exists: a page redirects to the login form, anything else (an action, the event stream, an
   image) gets 401. The check is in one middleware (:class:`Guard`), so a new route is closed unless
   it is listed in :data:`PUBLIC`.
+- Failed logins are throttled per user name and per client address (:class:`LoginThrottle`).
 - Every POST carries the session's CSRF token (form field ``csrf`` or header ``X-CSRF-Token``), else
   403; a POST whose ``Origin`` is another site is refused before that.
 """
@@ -19,6 +20,10 @@ import hashlib
 import hmac
 import logging
 import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import quote, urlsplit
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "PUBLIC",
     "Guard",
+    "LoginThrottle",
     "User",
     "checked_form",
     "csrf_token",
@@ -128,6 +134,59 @@ def safe_next(target: Optional[str]) -> str:
     if parts.scheme or parts.netloc:
         return "/"
     return target
+
+
+class LoginThrottle:
+    """At most ``per_name`` failed logins for one user name, and ``per_client`` from one client
+    address, within ``window_s``; past that, logins are refused (429) until the oldest failure ages
+    out. A success clears the name's failures."""
+
+    def __init__(
+        self,
+        per_name: int = 5,
+        per_client: int = 20,
+        window_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 10_000,
+    ) -> None:
+        self.limits = {"name": per_name, "client": per_client}
+        self.window_s = window_s
+        self.clock = clock
+        self.max_keys = max_keys
+        self._fails: dict[tuple[str, str], deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
+        times = self._fails.get(key, deque())
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        if not times:
+            self._fails.pop(key, None)
+        return times
+
+    def wait_s(self, name: str, client: str) -> float:
+        """Seconds until a login for ``name`` from ``client`` is allowed again (0: allowed now)."""
+        now = self.clock()
+        wait = 0.0
+        with self._lock:
+            for key in (("name", name), ("client", client)):
+                times = self._recent(key, now)
+                if len(times) >= self.limits[key[0]]:
+                    wait = max(wait, times[0] + self.window_s - now)
+        return wait
+
+    def failed(self, name: str, client: str) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._fails) >= self.max_keys:  # a flood of names: forget the oldest entries
+                for key in list(self._fails)[: self.max_keys // 10]:
+                    del self._fails[key]
+            for key in (("name", name), ("client", client)):
+                self._fails.setdefault(key, deque()).append(now)
+
+    def succeeded(self, name: str) -> None:
+        with self._lock:
+            self._fails.pop(("name", name), None)
 
 
 class Guard:

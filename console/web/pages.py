@@ -49,7 +49,8 @@ def feed(request: Request) -> Response:
     """``GET /``: the newest alerts (filters: site, device, state, bin), updated live."""
     filters = FeedFilters.from_query(request.query_params)
     store = request.app.state.store
-    rows = store.alerts(**filters.store_kwargs(), limit=_limit(request))
+    limit = _limit(request)
+    rows = store.alerts(**filters.store_kwargs(), limit=limit)
     devices = store.devices()
     return _render(
         request,
@@ -58,6 +59,7 @@ def feed(request: Request) -> Response:
             "page": "feed",
             "rows": rows,
             "filters": filters,
+            "older": filters.older(rows) if len(rows) >= limit else None,
             "sites": sorted({d.site for d in devices} | {r.alert.site for r in rows}),
             "devices": sorted({d.device for d in devices} | {r.alert.device for r in rows}),
         },

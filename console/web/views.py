@@ -74,6 +74,7 @@ class FeedFilters:
     device: str = ""
     state: str = ""
     bin_id: str = ""
+    before: Optional[datetime] = None  # an older page: alerts received before this time
 
     @classmethod
     def from_query(cls, query: Any) -> FeedFilters:
@@ -81,15 +82,35 @@ class FeedFilters:
             return str(query.get(name, "") or "").strip()[:128]
 
         state = get("state")
-        return cls(get("site"), get("device"), state if state in STATES else "", get("bin"))
+        try:
+            before: Optional[datetime] = datetime.fromisoformat(get("before")) if get("before") else None
+        except ValueError:
+            before = None
+        if before is not None and before.tzinfo is None:
+            before = before.replace(tzinfo=timezone.utc)
+        return cls(get("site"), get("device"), state if state in STATES else "", get("bin"), before)
 
-    def store_kwargs(self) -> dict[str, Optional[str]]:
+    def store_kwargs(self) -> dict[str, Any]:
         return {
             "site": self.site or None,
             "device": self.device or None,
             "state": self.state or None,
             "bin_id": self.bin_id or None,
+            "before": self.before,
         }
+
+    def older(self, rows: list[Any]) -> Optional[str]:
+        """The query of the next older page after ``rows`` (None when this page is the last)."""
+        if not rows:
+            return None
+        from dataclasses import replace
+
+        return replace(self, before=rows[-1].received_ts).query()
+
+    def newest(self) -> str:
+        from dataclasses import replace
+
+        return replace(self, before=None).query()
 
     def matches(self, row: Any) -> bool:
         """Whether an :class:`AlertRow` passes these filters (the live feed decides per new alert)."""
@@ -99,12 +120,19 @@ class FeedFilters:
             and (not self.device or alert.device == self.device)
             and (not self.state or row.state == self.state)
             and (not self.bin_id or alert.bin_id == self.bin_id)
+            and (self.before is None or row.received_ts < self.before)
         )
 
     def query(self) -> str:
         from urllib.parse import urlencode
 
-        pairs = {"site": self.site, "device": self.device, "state": self.state, "bin": self.bin_id}
+        pairs = {
+            "site": self.site,
+            "device": self.device,
+            "state": self.state,
+            "bin": self.bin_id,
+            "before": iso(self.before),
+        }
         return urlencode({k: v for k, v in pairs.items() if v})
 
 

@@ -292,3 +292,43 @@ def test_fleet_page_shows_devices_and_updates(client: TestClient, store: Console
     assert '<span class="pill offline">offline</span>' in page and ">41<" in page and "12.5" in page
     assert "built-in method" not in page
     assert client.get("/fleet/rows").text.count('class="device-row') == 1
+
+
+def test_feed_pages_back_and_a_new_alert_stays_off_an_older_page(
+    client: TestClient, store: ConsoleStore
+) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    alerts = [make_alert(bin_id=f"P-{i}") for i in range(5)]
+    for i, a in enumerate(alerts):
+        store.add_alert(a, received_ts=t0 + timedelta(minutes=i))
+    login(client)
+    first = client.get("/?limit=2").text
+    assert "P-4" in first and "P-3" in first and "P-2" not in first
+    older = re.search(r'href="/\?([^"]+)" id="older"', first)
+    assert older and "before=" in older.group(1)
+    second = client.get("/?limit=2&" + older.group(1).replace("&amp;", "&")).text
+    assert "P-2" in second and "P-1" in second and "P-4" not in second and 'id="newest"' in second
+    query = older.group(1).replace("&amp;", "&")
+    assert client.get(f"/feed/row/{alerts[4].alert_id}?{query}").status_code == 204
+    assert client.get(f"/feed/row/{alerts[1].alert_id}?{query}").status_code == 200
+
+
+def test_failed_logins_are_throttled(store: ConsoleStore, ingest: FakeIngest, hub: EventHub) -> None:
+    from console.web.auth import LoginThrottle
+
+    now = [1000.0]
+    throttle = LoginThrottle(per_name=3, per_client=5, window_s=60.0, clock=lambda: now[0])
+    app = make_app(store, ingest, hub, secret_key="k" * 48, throttle=throttle)
+    with TestClient(app, base_url="http://testserver", follow_redirects=False) as c:
+        for _ in range(3):
+            assert login(c, password="guess").status_code == 401
+        refused = login(c)  # the right password, but the name is locked for now
+        assert refused.status_code == 429 and "Too many failed logins. Try again in 60 s." in refused.text
+        now[0] += 61
+        assert login(c).status_code == 303
+        c.cookies.clear()
+        for i in range(5):  # many names from one address
+            login(c, name=f"user{i}", password="guess")
+        assert login(c, name="vic").status_code == 429

@@ -83,7 +83,7 @@ def test_ago_and_filters() -> None:
     assert ago(None, now) == "never"
     f = FeedFilters.from_query({"site": "dc1", "state": "bogus", "bin": "B1"})
     assert f.state == "" and f.query() == "site=dc1&bin=B1"
-    assert f.store_kwargs() == {"site": "dc1", "device": None, "state": None, "bin_id": "B1"}
+    assert f.store_kwargs() == {"site": "dc1", "device": None, "state": None, "bin_id": "B1", "before": None}
 
 
 def test_fleet_row_shows_status_stats_and_model_update() -> None:
