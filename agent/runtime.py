@@ -91,24 +91,24 @@ class Runtime:
     def _build_storage(self, cfg: AgentConfig) -> None:
         """What lives in the state dir: session/seq, outbox, replay cursors, verdict log, snapshots."""
         self.state = AgentState(self.state_dir)
-        self.outbox = Outbox(self.state_dir, max_rows=cfg.outbox.max_rows, max_bytes=cfg.outbox.max_bytes)
+        o, s = cfg.outbox, cfg.snapshots
+        self.outbox = Outbox(
+            self.state_dir, max_rows=o.max_rows, max_bytes=o.max_bytes, snapshot_max_bytes=s.outbox_max_bytes
+        )
         self.cursors = ReplayCursors(self.state_dir / "replay")
         self.journal = EventJournal(self.state_dir)
         a = cfg.agent
         self.verdict_log = (
             VerdictLog(self.state_dir / "verdicts.jsonl", a.verdict_log_max_bytes) if a.verdict_log else None
         )
-        s = cfg.snapshots
-        self.snapshots: Optional[SnapshotStore] = (
-            SnapshotStore(
+        self.snapshots: Optional[SnapshotStore] = None
+        if s.enabled:
+            self.snapshots = SnapshotStore(
                 cfg.snapshot_dir,
                 max_files=s.max_files,
                 max_bytes=s.max_bytes,
                 retention_days=s.retention_days,
             )
-            if s.enabled
-            else None
-        )
         self.manifests = ManifestStore(
             folder=cfg.manifest.dir,
             csv_path=cfg.manifest.csv,
@@ -154,6 +154,7 @@ class Runtime:
             publish_results=cfg.mqtt.publish_results,
             queue_size=max(64, 8 * cfg.model.batch),
             journal=self.journal,
+            publish_snapshots=cfg.snapshots.publish,
         )
         replays = [c for c in cfg.cameras if c.resolved_kind == "replay"]
         run_ids, positions = self.cursors.begin_all(

@@ -22,4 +22,5 @@ class LinkCounters:
     disconnects: int = 0
     stats_dropped: int = 0  # stats/results not sent because the link was down
     messages_received: int = 0
-    messages_dropped: int = 0  # incoming messages dropped because the handler fell behind
+    messages_dropped: int = 0  # incoming QoS 0 messages dropped because the handler fell behind
+    messages_unacked: int = 0  # incoming messages the handler could not take durably (not acknowledged)

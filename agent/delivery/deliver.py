@@ -26,11 +26,13 @@ from agent.inference.decision import Decision, distribution_by_count
 from agent.inference.pipeline import Decided
 from agent.intake.presentations import Presentation
 from agent.intake.sources import Frame
-from contract.messages import Alert, Result, Snapshot
+from contract.base import utcnow
+from contract.messages import Alert, BinOutcome, Result, Snapshot
 
 if TYPE_CHECKING:
     from agent.delivery.records import ReplayCursors, VerdictLog
     from agent.delivery.snapshots import SnapshotStore
+    from agent.intake.journal import EventJournal
     from agent.metrics import AgentMetrics
 
 log = logging.getLogger(__name__)
@@ -52,9 +54,11 @@ class AlertSink(Protocol):
     @property
     def session(self) -> int: ...
 
-    def enqueue_alert(self, alert: Alert) -> Alert: ...
+    def enqueue_alert(self, alert: Alert, snapshot_jpeg: Optional[bytes] = None) -> Alert: ...
 
     def publish_result(self, payload: Result) -> bool: ...
+
+    def enqueue_outcome(self, outcome: BinOutcome) -> None: ...
 
 
 class CommandReplies(Protocol):
@@ -90,8 +94,10 @@ class Delivery:
         verdict_log: Optional[VerdictLog] = None,
         snapshots: Optional[SnapshotStore] = None,
         snapshot_quality: int = 90,
+        publish_snapshots: bool = True,
         publish_results: bool = False,
         queue_size: int = 64,
+        journal: Optional[EventJournal] = None,
     ) -> None:
         self.site, self.device = site, device
         self.sink = sink
@@ -101,7 +107,9 @@ class Delivery:
         self.verdict_log = verdict_log
         self.snapshots = snapshots
         self.snapshot_quality = snapshot_quality
+        self.publish_snapshots = publish_snapshots  # the JPEG also goes out on alert/snapshot/<id>
         self.publish_results = publish_results
+        self.journal = journal
         self._q: queue.Queue[Union[Decided, _Failed, None]] = queue.Queue(maxsize=queue_size)
         self._finished = threading.Event()
 
@@ -192,6 +200,8 @@ class Delivery:
             self.cursors.advance(pres.camera, pres.replay_index)
         if d.verdict == "no_manifest":
             log.debug("bin %s: no manifest (predicted %d): not alerted", pres.bin_id, d.predicted_qty)
+        if pres.kind == "event":
+            self._outcome(pres, d.verdict, d=d, alert_id=record.get("alert_id"))
         if pres.request_id:
             self.replies.done("capture", pres.request_id, True, f"{d.verdict}", data=record)
         self.metrics.observe("deliver", time.perf_counter() - t0)
@@ -217,15 +227,17 @@ class Delivery:
 
     def _store_alert(self, pres: Presentation, d: Decision, frame: Frame, common: dict[str, Any]) -> Alert:
         assert d.expected_qty is not None and d.p_expected is not None
+        snapshot, jpeg = self._snapshot(pres, frame)
         alert = Alert(
             **common,
             alert_id=alert_id_for(self.site, self.device, pres),
             seq=0,
             session=0,
             p_expected=float(d.p_expected),
-            snapshot=self._snapshot(pres, frame),
+            snapshot=snapshot,
         )
-        stored = self.sink.enqueue_alert(alert)
+        # with a picture to publish, it is stored with the alert (same transaction, right after it)
+        stored = self.sink.enqueue_alert(alert, jpeg) if jpeg is not None else self.sink.enqueue_alert(alert)
         self.metrics.alert()
         return stored
 
@@ -243,17 +255,52 @@ class Delivery:
                     "reason": reason,
                 }
             )
+        if pres.kind == "event":
+            self._outcome(pres, "failed", reason=reason)
         if pres.request_id:
             self.replies.done("capture", pres.request_id, False, reason)
 
-    def _snapshot(self, pres: Presentation, frame: Frame) -> Optional[Snapshot]:
+    def _outcome(
+        self,
+        pres: Presentation,
+        outcome: str,
+        *,
+        reason: str = "",
+        d: Optional[Decision] = None,
+        alert_id: Optional[str] = None,
+    ) -> None:
+        """How a bin event ended: into the outbox (``bin/outcome``), then marked in the journal.
+        A crash between the two reports the event once more at the next start (at least once)."""
+        self.sink.enqueue_outcome(
+            BinOutcome(
+                site=self.site,
+                device=self.device,
+                camera=pres.camera,
+                bin_id=pres.bin_id,
+                event_id=pres.event_id,
+                outcome=outcome,  # type: ignore[arg-type]
+                reason=reason[:4096],
+                expected_qty=d.expected_qty if d is not None else None,
+                predicted_qty=int(d.predicted_qty) if d is not None else None,
+                p_expected=float(d.p_expected) if d is not None and d.p_expected is not None else None,
+                alert_id=alert_id,
+                ts=utcnow(),
+            )
+        )
+        if self.journal is not None:
+            self.journal.finish(pres.camera, pres.event_id, outcome, reason)
+
+    def _snapshot(self, pres: Presentation, frame: Frame) -> tuple[Optional[Snapshot], Optional[bytes]]:
+        """The saved snapshot, and its JPEG when it is to be published (else None)."""
         if self.snapshots is None:
-            return None
+            return None, None
         try:
             data = frame.jpeg if frame.jpeg else encode_jpeg(frame.image, self.snapshot_quality)
             ref = self.snapshots.save(data, camera=pres.camera, bin_id=pres.bin_id, ts=frame.ts)
-            return Snapshot(uri=ref.uri, sha256=ref.sha256)
+            return Snapshot(uri=ref.uri, sha256=ref.sha256, size=ref.size), (
+                data if self.publish_snapshots else None
+            )
         except (OSError, ValueError) as e:
             self.metrics.error("snapshot")
             log.warning("snapshot for bin %s not saved: %s", pres.bin_id, e)
-            return None
+            return None, None

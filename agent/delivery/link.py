@@ -1,23 +1,14 @@
-"""The agent's MQTT link: outbox-backed, at-least-once alert delivery (docs/delivery.md).
+"""The agent's MQTT link: outbox-backed, at-least-once alert delivery (docs/delivery.md has the
+whole protocol: sessions, the will, the order of a connect, replays, refusals, inbound acks).
 
-One publisher thread owns the connection. It connects with backoff (a fresh paho client per
-connection, so nothing half-sent by an old connection is re-sent behind our back), and on every
-connect:
-
-1. bumps and persists ``session`` and sets the last will (``status`` = offline, same session,
-   retained, QoS 1) -- the will is fixed at CONNECT time, so this happens before each connect;
-2. re-publishes the remembered retained state (``model/reported``, anything given to
-   :meth:`MqttLink.publish_retained`), then the retained ``status`` = online;
-3. subscribes;
-4. drains the outbox in ``id`` order with a small window of QoS 1 publishes in flight
-   (:mod:`agent.delivery.window`); a row is deleted only when its PUBACK arrives. Alert rows stored
-   before the current connection started are published with ``is_historical: true``; ``seq`` and
-   ``alert_id`` never change. Every alert gets ``published_ts`` when it is actually sent.
-
-Everything else (stats, results, retained updates, status) is also published from that thread.
-Incoming messages are handed to ``on_message`` on a dispatcher thread (:mod:`agent.delivery.inbox`),
-so a slow handler never stalls PUBACK processing. Client options (protocol, TLS, credentials) and
-the per-connection state live in :mod:`agent.delivery.conn`.
+One publisher thread owns the connection: it connects with backoff (a fresh paho client per
+connection; the broker session is kept unless ``mqtt.persistent_session`` is off; a broker that
+speaks only MQTT 3.1.1 gets 3.1.1, with a warning), re-publishes the remembered retained state and
+``status`` = online, subscribes, and drains the outbox through a small window of QoS 1 publishes
+(:mod:`agent.delivery.window`): a row is deleted only when its PUBACK arrives; rows stored before
+the connection are replays (``is_historical``). Stats, results and retained updates go out on that
+thread too. Incoming messages are handled on a dispatcher thread and acknowledged after the handler
+took them (:mod:`agent.delivery.inbox`); per-connection state lives in :mod:`agent.delivery.conn`.
 """
 
 from __future__ import annotations
@@ -34,15 +25,16 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 from agent.delivery.config import MqttConfig
-from agent.delivery.conn import Conn, abort, send
+from agent.delivery.conn import Conn, abort, send, with_311_fallback
 from agent.delivery.counters import LinkCounters
 from agent.delivery.inbox import Inbox, MessageHandler
 from agent.delivery.outbox import Outbox
+from agent.delivery.snapshots import with_picture
 from agent.delivery.state import AgentState
-from agent.delivery.status import status_payload
+from agent.delivery.status import status_payload, with_delivery
 from agent.delivery.window import OutboxWindow
 from contract.base import utcnow
-from contract.messages import Alert, CommandResult, ModelReported, Stats, Status
+from contract.messages import Alert, BinOutcome, CommandResult, ModelReported, Stats, Status
 from contract.topics import Topics
 from mqttconn.client import make_client
 
@@ -90,6 +82,7 @@ class MqttLink:
         self._adhoc: deque[tuple[str, bytes, int, bool]] = deque()
         self._window = OutboxWindow(cfg, outbox, topics.alert_mismatch, self.counters)
         self._inbox = Inbox(on_message, self.counters)
+        self._broker = cfg  # the connection settings in use (3.1.1 after a fallback)
         self._publisher: Optional[threading.Thread] = None
 
     # -- public API ----------------------------------------------------------------------------
@@ -140,21 +133,30 @@ class MqttLink:
                     abort(conn.client)
         self._inbox.stop(5)
 
-    def enqueue_alert(self, alert: Alert) -> Alert:
+    def enqueue_alert(self, alert: Alert, snapshot_jpeg: Optional[bytes] = None) -> Alert:
         """Give ``alert`` the next ``seq`` and the current ``session``, store it durably in the outbox
-        (seq and row in one transaction), wake the publisher, and return the alert as stored."""
+        (seq and row in one transaction; ``snapshot_jpeg`` right after it: ``snapshots.with_picture``),
+        wake the publisher, and return the alert as stored."""
         session = self.session
         stored: list[Alert] = []
+        alert, picture = with_picture(alert, snapshot_jpeg, self.topics)
 
         def build(seq: int) -> bytes:
             a = alert.model_copy(update={"seq": seq, "session": session, "published_ts": utcnow()})
             stored.append(a)
             return a.to_json_bytes()
 
-        self.outbox.put_alert(self.topics.alert_mismatch, build, qos=1)
+        self.outbox.put_alert(self.topics.alert_mismatch, build, qos=1, snapshot=picture)
         self.counters.alerts_enqueued += 1
         self._kick()
         return stored[-1]
+
+    def enqueue_outcome(self, outcome: BinOutcome) -> None:
+        """Store how a bin event ended durably in the outbox (QoS 1), unless
+        ``mqtt.publish_bin_outcomes`` is off."""
+        if self.cfg.publish_bin_outcomes:
+            self.outbox.put(self.topics.bin_outcome, outcome.to_json_bytes(), qos=1)
+            self._kick()
 
     def enqueue_command_result(self, name: str, result: CommandResult) -> None:
         """Store the answer to ``cmd/<name>`` durably in the outbox (QoS 1) and wake the publisher."""
@@ -195,20 +197,6 @@ class MqttLink:
                 self._push_adhoc(
                     (self.topics.status, self._status_bytes("online", self._conn.session), 1, True)
                 )
-
-    def fill_stats(self, stats: Stats) -> Stats:
-        """``stats`` with the outbox and delivery fields filled in from this link."""
-        return stats.model_copy(
-            update={
-                "outbox_depth": self.outbox.depth(),
-                "outbox_bytes": self.outbox.size_bytes(),
-                "outbox_dropped": self.outbox.dropped(),
-                "alerts_published": self.counters.alerts_published,
-                "publish_refused": self.counters.publish_refused,
-                "refused_waiting": self.outbox.refused()[0],
-                "last_refusal": self.counters.last_refusal or None,
-            }
-        )
 
     # -- helpers for callers -------------------------------------------------------------------
     def _kick(self) -> None:
@@ -271,9 +259,29 @@ class MqttLink:
                 self._cond.wait(left)
 
     def _connect(self) -> Optional[Conn]:
-        session = self.state.bump_session()
+        conn = self._open(self._broker)
+        conn, self._broker = with_311_fallback(conn, self._broker, self._open)
+        if conn is None or conn.lost or conn.connack is None or conn.connack.is_failure:
+            return None
+        conn.connected_since = time.time()
+        conn.backlog_id = self.outbox.last_id()
+        self.counters.connects += 1
+        log.info(
+            "connected to %s as %s (MQTT %s, session %d); %d alert(s) waiting in the outbox",
+            self.cfg.broker,
+            self.client_id,
+            self._broker.protocol,
+            conn.session,
+            self.outbox.depth(),
+        )
+        return conn
+
+    def _open(self, cfg: MqttConfig) -> Optional[Conn]:
+        """A new client and connection (a kept session unless ``mqtt.persistent_session`` is off);
+        the Conn once CONNACK came or the wait ended (then torn down), None when unreachable."""
+        session, keep = self.state.bump_session(), self.cfg.persistent_session
         try:
-            client = make_client(self.cfg, self.client_id)
+            client = make_client(cfg, self.client_id, clean=not keep)
         except ValueError as e:
             log.error("%s", e)
             return None
@@ -285,21 +293,13 @@ class MqttLink:
         )
         with self._cond:
             self._conn = conn
-        if not conn.connect(self.cfg, loud=self.counters.connect_failures == 0):
+        opts = {"clean": not keep, "session_expiry_s": self.cfg.session_expiry_s}
+        if not conn.connect(
+            cfg, loud=self.counters.connect_failures == 0, **opts, receive_maximum=self.cfg.receive_maximum
+        ):
             return None
-        if not conn.wait_connack(self.cfg, lambda: self._stopping):
+        if not conn.wait_connack(cfg, lambda: self._stopping):
             self._teardown(conn)
-            return None
-        conn.connected_since = time.time()
-        conn.backlog_id = self.outbox.last_id()
-        self.counters.connects += 1
-        log.info(
-            "connected to %s as %s (session %d); %d alert(s) waiting in the outbox",
-            self.cfg.broker,
-            self.client_id,
-            session,
-            self.outbox.depth(),
-        )
         return conn
 
     def _teardown(self, conn: Conn) -> None:
@@ -373,7 +373,7 @@ class MqttLink:
         if self._stats_provider is None:
             return
         try:
-            stats = self.fill_stats(self._stats_provider())
+            stats = with_delivery(self._stats_provider(), self.outbox, self.counters)
             send(conn, self.topics.stats, stats.to_json_bytes(), 0, False)
         except Exception:
             log.exception("stats_provider failed; no stats this interval")

@@ -6,7 +6,6 @@ Real parts: mosquitto, the agent as a subprocess killed with SIGKILL, SQLite jou
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
