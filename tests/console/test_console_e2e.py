@@ -222,3 +222,19 @@ def outage(console: ConsoleProcess, mosquitto: Mosquitto, driver: Any, reviews: 
     assert got and Review.parse(got[-1][1]).decision == "false_alarm"
     history = driver.find_element(By.ID, "history")
     assert wait_until(lambda: "published" in history.text and "not yet" not in history.text)
+
+
+def test_an_open_page_goes_to_the_login_form_when_its_login_is_gone(
+    console: ConsoleProcess,
+    browser: Any,  # noqa: F811
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    login(browser, console.url)
+    browser.get(console.url + "/fleet")
+    assert wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#live.on"))
+    browser.delete_all_cookies()  # the login expired (or the key was replaced)
+    assert console.stop() == 0  # the stream breaks; the page's reconnect is refused (401)
+    console.start()
+    assert wait_until(lambda: "/login?next=%2Ffleet" in browser.current_url), browser.current_url
+    assert browser.find_elements(By.ID, "username")

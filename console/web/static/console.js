@@ -118,35 +118,67 @@
     if (page === "fleet") { reloadFleet(); }
   }
 
-  function on(kind, handler) {
-    source.addEventListener(kind, function (ev) {
-      var data = {};
-      try { data = JSON.parse(ev.data || "{}"); } catch (e) { console.warn(e); }
-      handler(data);
+  // One stream per visible tab: a hidden tab closes its stream (browsers allow only ~6 HTTP/1.1
+  // connections per server, and each open stream holds one) and catches up when shown again.
+  var source = null;
+  var broken = false;
+  var handlers = {
+    alert: function (d) { if (page === "feed" && d.alert_id) { refreshRow(d.alert_id, true); } },
+    snapshot: function (d) {
+      if (page === "feed" && d.alert_id) { refreshRow(d.alert_id, false); }
+      if (page === "alert" && d.alert_id === alertId) { showSnapshot(); }
+    },
+    review: function (d) {
+      if (page === "feed" && d.alert_id) { refreshRow(d.alert_id, false); }
+      if (page === "alert" && d.alert_id === alertId) { reloadHistory(); }
+    },
+    device: function () { if (page === "fleet") { reloadFleet(); } },
+    broker: setBroker,
+    resync: resync
+  };
+
+  function connect() {
+    source = new EventSource("/events");
+    source.onopen = function () {
+      if (live) { live.classList.add("on"); live.title = "live updates: connected"; }
+      if (broken) { broken = false; resync(); }  // events were missed while the stream was down
+    };
+    source.onerror = function () {
+      broken = true;
+      if (live) { live.classList.remove("on"); live.title = "live updates: reconnecting"; }
+      if (source !== null && source.readyState === EventSource.CLOSED) {
+        source = null;  // refused (e.g. 401: the login expired): the browser will not retry by itself
+        retryLater();
+      }
+    };
+    Object.keys(handlers).forEach(function (kind) {
+      source.addEventListener(kind, function (ev) {
+        var data = {};
+        try { data = JSON.parse(ev.data || "{}"); } catch (e) { console.warn(e); }
+        handlers[kind](data);
+      });
     });
   }
 
-  var source = new EventSource("/events");
-  var broken = false;
-  source.onopen = function () {
-    if (live) { live.classList.add("on"); live.title = "live updates: connected"; }
-    if (broken) { broken = false; resync(); }  // events were missed while the stream was down
-  };
-  source.onerror = function () {
-    broken = true;
-    if (live) { live.classList.remove("on"); live.title = "live updates: reconnecting"; }
-  };
-  on("alert", function (d) { if (page === "feed" && d.alert_id) { refreshRow(d.alert_id, true); } });
-  on("snapshot", function (d) {
-    if (page === "feed" && d.alert_id) { refreshRow(d.alert_id, false); }
-    if (page === "alert" && d.alert_id === alertId) { showSnapshot(); }
+  function retryLater() {
+    setTimeout(function () {
+      // a protected URL: 401 reloads the page (to the login form); a server still down: try again
+      fetchText("/feed/rows?limit=1").then(function (text) {
+        if (text !== null && source === null && !document.hidden) { connect(); }
+      }, retryLater);
+    }, 5000);
+  }
+
+  function disconnect() {
+    if (source !== null) { source.close(); source = null; broken = true; }
+    if (live) { live.classList.remove("on"); live.title = "live updates: paused (tab hidden)"; }
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) { disconnect(); } else if (source === null) { connect(); }
   });
-  on("review", function (d) {
-    if (page === "feed" && d.alert_id) { refreshRow(d.alert_id, false); }
-    if (page === "alert" && d.alert_id === alertId) { reloadHistory(); }
-  });
-  on("device", function () { if (page === "fleet") { reloadFleet(); } });
-  on("broker", setBroker);
-  on("resync", resync);
+  window.addEventListener("pagehide", disconnect);
+  window.addEventListener("pageshow", function () { if (source === null && !document.hidden) { connect(); } });
+  if (!document.hidden) { connect(); }
   if (page === "fleet") { setInterval(reloadFleet, 30000); }  // "last seen" ages
 })();
