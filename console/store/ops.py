@@ -7,13 +7,15 @@ a caller may catch those and go on with the same batch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import Connection, Insert, Table, select, update
+from sqlalchemy import Connection, Insert, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from console.images import ImageStore
@@ -40,12 +42,45 @@ def upsert_insert(conn: Connection, table: Table) -> Insert:
     return sqlite.insert(table)
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """The ingest's hot statements, built once per dialect and run with parameters (building a
+    statement with literal values per message costs more than running it)."""
+
+    add_alert: Any
+    snapshot_of: Any
+    alert_snapshot: Any
+    add_snapshot: Any
+    count_invalid: Any
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    aid = bindparam("aid")
+    invalid = insert(t.invalid)
+    return _Statements(
+        add_alert=insert(t.alerts)
+        .on_conflict_do_nothing(index_elements=["alert_id"])
+        .returning(t.alerts.c.id),
+        snapshot_of=select(t.snapshots.c.sha256, t.snapshots.c.size).where(t.snapshots.c.alert_id == aid),
+        alert_snapshot=select(t.alerts.c.snapshot_sha256, t.alerts.c.snapshot_size).where(
+            t.alerts.c.alert_id == aid
+        ),
+        add_snapshot=t.snapshots.insert(),
+        count_invalid=invalid.on_conflict_do_update(
+            index_elements=["reason"], set_={"n": t.invalid.c.n + invalid.excluded.n}
+        ),
+    )
+
+
 class StoreBatch:
     """Write operations on one connection inside one transaction (committed by the caller)."""
 
     def __init__(self, conn: Connection, images: ImageStore) -> None:
         self.conn = conn
         self.images = images
+        self.sql = _statements(conn.dialect.name)
 
     # -- alerts and snapshots ----------------------------------------------------------------
     def add_alert(self, alert: Alert, received_ts: Optional[datetime] = None) -> bool:
@@ -54,30 +89,21 @@ class StoreBatch:
         snap = alert.snapshot
         sha = snap.sha256 if snap is not None else None
         size = snap.size if snap is not None else None
-        stmt = (
-            upsert_insert(self.conn, t.alerts)
-            .values(
-                alert_id=alert.alert_id,
-                site=alert.site,
-                device=alert.device,
-                bin_id=alert.bin_id,
-                received_ts=t.to_db(received_ts or utcnow()),
-                state="new",
-                snapshot_sha256=sha,
-                snapshot_size=size,
-                payload=alert.to_json_bytes().decode("utf-8"),
-            )
-            .on_conflict_do_nothing(index_elements=["alert_id"])
-            .returning(t.alerts.c.id)
-        )
-        if self.conn.execute(stmt).first() is None:
+        row = {
+            "alert_id": alert.alert_id,
+            "site": alert.site,
+            "device": alert.device,
+            "bin_id": alert.bin_id,
+            "received_ts": t.to_db(received_ts or utcnow()),
+            "state": "new",
+            "snapshot_sha256": sha,
+            "snapshot_size": size,
+            "payload": alert.to_json_bytes().decode("utf-8"),
+        }
+        if self.conn.execute(self.sql.add_alert, row).first() is None:
             return False
         if sha is not None or size is not None:
-            got = self.conn.execute(
-                select(t.snapshots.c.sha256, t.snapshots.c.size).where(
-                    t.snapshots.c.alert_id == alert.alert_id
-                )
-            ).first()
+            got = self.conn.execute(self.sql.snapshot_of, {"aid": alert.alert_id}).first()
             if got is not None and (
                 (sha is not None and got.sha256 != sha) or (size is not None and got.size != size)
             ):
@@ -97,15 +123,9 @@ class StoreBatch:
         if not jpeg:
             raise ValueError(f"snapshot of alert {alert_id} is empty")
         sha = hashlib.sha256(jpeg).hexdigest()
-        if self.conn.execute(
-            select(t.snapshots.c.alert_id).where(t.snapshots.c.alert_id == alert_id)
-        ).first():
+        if self.conn.execute(self.sql.snapshot_of, {"aid": alert_id}).first():
             return False
-        known = self.conn.execute(
-            select(t.alerts.c.snapshot_sha256, t.alerts.c.snapshot_size).where(
-                t.alerts.c.alert_id == alert_id
-            )
-        ).first()
+        known = self.conn.execute(self.sql.alert_snapshot, {"aid": alert_id}).first()
         if known is not None:
             if known.snapshot_sha256 is not None and known.snapshot_sha256 != sha:
                 raise ValueError(
@@ -116,11 +136,8 @@ class StoreBatch:
                     f"snapshot of alert {alert_id} is {len(jpeg)} bytes, the alert says {known.snapshot_size}"
                 )
         self.images.put(alert_id, jpeg)
-        self.conn.execute(
-            t.snapshots.insert().values(
-                alert_id=alert_id, sha256=sha, size=len(jpeg), received_ts=t.to_db(utcnow())
-            )
-        )
+        snap_row = {"alert_id": alert_id, "sha256": sha, "size": len(jpeg), "received_ts": t.to_db(utcnow())}
+        self.conn.execute(self.sql.add_snapshot, snap_row)
         return True
 
     # -- reviews -----------------------------------------------------------------------------
@@ -218,8 +235,4 @@ class StoreBatch:
     # -- counters ----------------------------------------------------------------------------
     def count_invalid(self, reason: str, n: int = 1) -> None:
         reason = (reason or "unknown")[:128]
-        stmt = upsert_insert(self.conn, t.invalid).values(reason=reason, n=n)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["reason"], set_={"n": t.invalid.c.n + stmt.excluded.n}
-        )
-        self.conn.execute(stmt)
+        self.conn.execute(self.sql.count_invalid, {"reason": reason, "n": n})
