@@ -1,8 +1,8 @@
 """Console ingest throughput: alerts per second stored from a real mosquitto, against a bare paho
 subscriber that stores nothing, measured side by side in one run.
 
-    python bench/console.py                      # 10,000 alerts, SQLite in a temp folder
-    python bench/console.py -n 20000 --snapshots --db postgresql+psycopg://... --json
+    python bench/console_ingest.py                      # 10,000 alerts, SQLite in a temp folder
+    python bench/console_ingest.py -n 20000 --snapshots --db postgresql+psycopg://... --json
 
 For each consumer the broker first holds a backlog: the consumer's persistent session is made
 (subscribe, disconnect), ``-n`` alerts are published QoS 1 (with ``--snapshots`` each also has a
@@ -10,6 +10,7 @@ JPEG on ``alert/snapshot/<id>``), then the consumer connects and the clock runs 
 the last alert it has (bare: received; console: committed, as ``on_event("alert")`` reports). Both
 use MQTT 5, a persistent session and QoS 1; the bare subscriber acknowledges on receipt.
 Prints both rates and the ratio console / bare (goal: >= 1,000 alerts/s stored with SQLite).
+(Not ``bench/console.py``: a script of that name would shadow the ``console`` package.)
 """
 
 from __future__ import annotations
