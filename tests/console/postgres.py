@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -125,6 +126,11 @@ def postgres_server() -> Iterator[PostgresServer]:
     bindir = find_pg_bin()
     if bindir is None:
         pytest.skip("PostgreSQL server not installed (apt-get install postgresql)")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("no 'postgres' user to run the server as root (apt-get install postgresql makes it)")
     try:
         import psycopg  # noqa: F401
     except ImportError:

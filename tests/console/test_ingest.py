@@ -343,3 +343,25 @@ def test_review_sent_while_the_broker_is_down_arrives_after_it_returns(
         pub.close()
         reviews_seen.close()
         ing.stop()
+
+
+def test_ingest_started_while_the_broker_is_down_connects_when_it_comes(
+    broker: Mosquitto, store: ConsoleStore
+) -> None:
+    broker.stop()
+    events: list[tuple[str, dict[str, Any]]] = []
+    cfg = BrokerConfig(broker=broker.url, reconnect_min_delay=0.5, reconnect_max_delay=1.0)
+    ing = Ingest(cfg, store, client_id="console-early", on_event=lambda k, d: events.append((k, d)))
+    ing.start()
+    pub = None
+    try:
+        assert wait_until(lambda: ing.last_error != "")
+        assert not ing.connected and ("broker", {"connected": True, "error": ""}) not in events
+        broker.start()
+        pub = Publisher(broker.url)
+        wait_subscribed(pub, store)
+        assert ing.connected and ("broker", {"connected": True, "error": ""}) in events
+    finally:
+        if pub is not None:
+            pub.close()
+        ing.stop()
