@@ -1,7 +1,7 @@
 """Console ingest throughput: alerts per second stored from a real mosquitto, against a bare paho
 subscriber that stores nothing, measured side by side in one run.
 
-    python bench/console_ingest.py                      # 10,000 alerts, SQLite in a temp folder
+    python bench/console_ingest.py  # 10,000 alerts, SQLite in a temp folder
     python bench/console_ingest.py -n 20000 --snapshots --db postgresql+psycopg://... --json
 
 For each consumer the broker first holds a backlog: the consumer's persistent session is made
