@@ -8,8 +8,8 @@ inbound ``bin`` topic under a steady stream of bin events; samples resources and
 What runs (all on this machine, CPU only, kept small: 1 inference thread, batch 2):
 
 - its own mosquitto (persistence on, so QoS 1 messages queued for a persistent session survive a
-  restart) on a free port, stopped every ``--broker-restart-s`` s, left down ``--broker-down-s`` s
-  and started again on the same port;
+  restart) on a free port, stopped at a fixed period of ``--broker-restart-s`` s (60, 120, ...),
+  left down ``--broker-down-s`` s and started again on the same port;
 - a model bundle built once (``--model tiny``: the tests' GAP+Gemm ONNX at 32x32, varied verdicts,
   almost no CPU; ``resnet18``: an untrained torchvision ResNet18 at ``--size``, whose verdicts are
   all alike: pick thresholds that turn them into alerts) and synthetic bins (``binwatch data synth``,
@@ -26,17 +26,23 @@ What runs (all on this machine, CPU only, kept small: 1 inference thread, batch 
   expiry 1 h, QoS 1) on ``alert/mismatch`` (counted by ``seq``, duplicates and seq gaps too),
   ``bin/outcome`` (by ``event_id``), ``stats`` and ``status``.
 
-Every ``--sample-s`` s: the agent's RSS, open fds, threads, the outbox depth and ``verdicts`` from
-its latest ``stats``, alerts decided (``stats.verdicts.mismatch``) vs received, events sent vs
-outcomes received. At the end: events stop, the run waits up to ``--drain-s`` for the outbox to
-empty and every sent event to have its outcome, stops the agent (SIGTERM: it drains and publishes
-its final stats), and compares the alerts in the agent's own verdict log (``seq``) with those
-received. Writes ``OUT/soak.json`` (samples + summary) and ``OUT/soak.png`` and prints a summary.
+Every ``--sample-s`` s: the agent's RSS, open fds (and by kind: socket, .db, ...), threads, the
+outbox depth and ``verdicts`` from its latest ``stats`` (QoS 0: none arrive while the broker is
+down) and the rows in its ``agent.db`` outbox (read-only SQLite, seen during outages too), alerts
+decided (``stats.verdicts.mismatch``) vs received, events sent vs outcomes received.
+
+At the end: events stop, the run waits up to ``--drain-s`` for the outbox to empty and every sent
+event to have its outcome, stops the agent (SIGTERM: it drains and publishes its final stats), and
+compares the alerts in the agent's own verdict log (``seq``) with those received. Writes
+``OUT/soak.json`` (samples + summary) and ``OUT/soak.png`` and prints a summary.
 
 Exit status 1 when an alert or an outcome was lost, the agent's RSS grew more than 10% after
 warm-up (the first 20% of the run, at most 3 min; ``--warmup-s``), or the agent died; the files
-are written either way. Until the agent publishes ``bin/outcome`` (no ``bin_outcome`` in
-``agent/``), outcomes are reported as missing, not counted as lost.
+are written either way. Open fds growing after warm-up are a warning (``summary.warnings``, with
+the fds by kind at warm-up end and at the end), not a failure. Until the agent publishes
+``bin/outcome`` (no ``bin_outcome`` in ``agent/``), outcomes are reported as missing, not counted
+as lost; bin events acknowledged by the broker that never reached the agent (not in its verdict
+log) count as lost either way.
 """
 
 from __future__ import annotations
@@ -199,6 +205,24 @@ def proc_stats(pid: int) -> dict[str, Any]:
         return {"rss_mib": None, "fds": None, "threads": None}
 
 
+def fd_kinds(pid: int) -> dict[str, int]:
+    """Open fds of ``pid`` by kind (socket, pipe, anon_inode, or the file's suffix / folder name):
+    enough to tell what leaks when the count grows."""
+    kinds: dict[str, int] = {}
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return kinds
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        kind = target.split(":", 1)[0] if ":" in target else (Path(target).suffix or Path(target).parent.name)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items()))
+
+
 def outbox_rows(state: Path) -> Optional[int]:
     """Rows in the agent's outbox, read from its SQLite file (read-only): unlike ``stats``, this
     is seen while the broker is down."""
@@ -282,6 +306,7 @@ class Soak:
         s.update(
             outbox_depth=st.get("outbox_depth"),
             outbox_rows_db=outbox_rows(self.state),
+            fd_kinds=fd_kinds(self.agent.pid),
             stats_age_s=round(time.time() - self.sub.stats_at, 1) if self.sub.stats_at else None,
             verdicts=st.get("verdicts"),
             alerts_decided=(st.get("verdicts") or {}).get("mismatch"),
@@ -374,7 +399,7 @@ class Soak:
         return {"rc": rc, "supported": supported, "drain_s": drain_s, "depth_end": depth_end, **v}
 
     def summary(self, end: dict[str, Any]) -> dict[str, Any]:
-        from soak_report import failures, resources, warmup_s
+        from soak_report import failures, resources, warmup_s, warnings
 
         duration = self.samples[-1]["t"] if self.samples else 0.0
         recv, sent = self.sub.received_seqs(), set(self.pub.sent)
@@ -401,6 +426,7 @@ class Soak:
                 "outcomes": len(sent & outcomes),
                 "outcome_messages": self.sub.outcome_messages,
                 "outcome_kinds": dict(self.sub.outcome_kinds),
+                "failed_reasons": dict(self.sub.failed_reasons),
                 "lost": len(sent - outcomes) if end["supported"] else None,
                 **self.missing_events(end["event_ids"], outcomes),
             },
@@ -411,6 +437,7 @@ class Soak:
             "publisher_connects": self.pub.connects,
         }
         s["failures"] = failures(s)
+        s["warnings"] = warnings(s)
         return s
 
     def missing_events(self, reached: set[str], outcomes: set[str]) -> dict[str, Any]:

@@ -61,7 +61,10 @@ class RestartingBroker:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.restart_s):
+        """Down at a fixed period from the first call: t0 + restart_s, t0 + 2 * restart_s, ..."""
+        t0, k = time.monotonic(), 1
+        while not self._stop.wait(max(0.0, t0 + k * self.restart_s - time.monotonic())):
+            k += 1
             down = time.time()
             self.up = False
             self.m.stop()
@@ -227,6 +230,7 @@ class SoakSubscriber:
         self.outcomes: dict[str, str] = {}
         self.outcome_messages = 0
         self.outcome_kinds: Counter[str] = Counter()
+        self.failed_reasons: Counter[str] = Counter()  # by the reason's first words (no event ids)
         self.stats: Optional[dict[str, Any]] = None
         self.stats_at = 0.0
         self.status: Optional[dict[str, Any]] = None
@@ -267,6 +271,8 @@ class SoakSubscriber:
                 eid = str(data["event_id"])
                 if eid not in self.outcomes:
                     self.outcome_kinds[str(data.get("outcome"))] += 1
+                    if data.get("outcome") == "failed":
+                        self.failed_reasons[" ".join(str(data.get("reason", "")).split()[:3])] += 1
                 self.outcomes[eid] = str(data.get("outcome"))
             elif msg.topic == t.stats:
                 self.stats, self.stats_at = data, time.time()

@@ -31,6 +31,10 @@ def resources(samples: list[dict[str, Any]], warm_s: float) -> dict[str, Any]:
         "rss_end_mib": round(last["rss_mib"], 1),
         "rss_max_mib": round(max(s["rss_mib"] for s in steady), 1),
         "rss_growth_pct": round(growth, 2),
+        "fds_warm": first["fds"],
+        "fds_end": last["fds"],
+        "fds_kinds_warm": first.get("fd_kinds"),
+        "fds_kinds_end": last.get("fd_kinds"),
         "fds_min": min(s["fds"] for s in steady),
         "fds_max": max(s["fds"] for s in steady),
         "threads_min": min(s["threads"] for s in steady),
@@ -67,6 +71,17 @@ def failures(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+def warnings(summary: dict[str, Any]) -> list[str]:
+    """Worth a look, not a failure: open fds growing after warm-up (by kind, to see what)."""
+    r = summary["resources"]
+    if "fds_end" in r and r["fds_end"] > r["fds_warm"] + 4:
+        return [
+            f"fds grew after warm-up {r['fds_warm']} -> {r['fds_end']}: "
+            f"{r['fds_kinds_warm']} -> {r['fds_kinds_end']}"
+        ]
+    return []
+
+
 def print_summary(s: dict[str, Any]) -> None:
     r, a, e = s["resources"], s["alerts"], s["events"]
     print(f"soak: {s['duration_s']:.0f} s, {s['samples']} samples, {s['broker_restarts']} broker restarts")
@@ -76,7 +91,7 @@ def print_summary(s: dict[str, Any]) -> None:
             f"{r['rss_end_mib']:.1f} MiB at the end ({r['rss_growth_pct']:+.1f}%), max {r['rss_max_mib']:.1f}"
         )
         print(
-            f"  fds     {r['fds_min']}..{r['fds_max']}   "
+            f"  fds     {r['fds_warm']} -> {r['fds_end']} (min {r['fds_min']}, max {r['fds_max']})   "
             f"threads {r['threads_min']}..{r['threads_max']} (after warm-up)"
         )
     else:
@@ -91,12 +106,16 @@ def print_summary(s: dict[str, Any]) -> None:
             f"  events  sent {e['sent']} (made {e['generated']}), reached the agent {e['reached_agent']}, "
             f"outcomes {e['outcomes']} {e['outcome_kinds']}, lost {e['lost']}"
         )
+        if e.get("failed_reasons"):
+            print(f"          failed outcomes by reason: {e['failed_reasons']}")
     else:
         print(
             f"  events  sent {e['sent']} (made {e['generated']}), reached the agent {e['reached_agent']}; "
             "no outcomes: agent does not publish bin/outcome yet"
         )
     print(f"  outbox depth at the end {s['outbox_depth_end']}, drained in {s['drain_s']:.1f} s")
+    for w in s.get("warnings", []):
+        print(f"  WARN: {w}")
     for f in s["failures"]:
         print(f"  FAIL: {f}")
     print("  OK" if not s["failures"] else "  -> non-zero exit")
