@@ -85,7 +85,8 @@ class StoreBatch:
     # -- alerts and snapshots ----------------------------------------------------------------
     def add_alert(self, alert: Alert, received_ts: Optional[datetime] = None) -> bool:
         """Store ``alert`` unless its ``alert_id`` is stored already (then False: a re-delivery).
-        A snapshot that came first and does not match the alert's sha256 is dropped and counted."""
+        A snapshot that came first and does not match the alert's sha256 and size (or the alert
+        names no snapshot) is dropped and counted as ``snapshot_sha256``."""
         snap = alert.snapshot
         sha = snap.sha256 if snap is not None else None
         size = snap.size if snap is not None else None
@@ -102,22 +103,18 @@ class StoreBatch:
         }
         if self.conn.execute(self.sql.add_alert, row).first() is None:
             return False
-        if sha is not None or size is not None:
-            got = self.conn.execute(self.sql.snapshot_of, {"aid": alert.alert_id}).first()
-            if got is not None and (
-                (sha is not None and got.sha256 != sha) or (size is not None and got.size != size)
-            ):
-                log.warning(
-                    "dropping the early snapshot of alert %s: it does not match the alert", alert.alert_id
-                )
-                self.conn.execute(t.snapshots.delete().where(t.snapshots.c.alert_id == alert.alert_id))
-                self.images.delete(alert.alert_id)
-                self.count_invalid(SNAPSHOT_SHA256)
+        got = self.conn.execute(self.sql.snapshot_of, {"aid": alert.alert_id}).first()
+        if got is not None and (sha is None or got.sha256 != sha or (size is not None and got.size != size)):
+            log.warning("dropping the early snapshot of alert %s: the alert disowns it", alert.alert_id)
+            self.conn.execute(t.snapshots.delete().where(t.snapshots.c.alert_id == alert.alert_id))
+            self.images.delete(alert.alert_id)
+            self.count_invalid(SNAPSHOT_SHA256)
         return True
 
     def add_snapshot(self, alert_id: str, jpeg: bytes) -> bool:
-        """Keep the JPEG of ``alert_id`` (False when one is kept already). When the alert is known
-        and names a sha256 (or size), the bytes must match it: ValueError otherwise."""
+        """Keep the JPEG of ``alert_id`` (False when one is kept already). When the alert is known,
+        the bytes must match its ``snapshot`` sha256 (and size); an alert without a snapshot takes
+        none: ValueError otherwise. A JPEG whose alert is unknown yet is kept for it."""
         if not isinstance(alert_id, str) or not ALERT_ID_RE.match(alert_id):
             raise ValueError(f"snapshot alert id {alert_id!r} is not a lower-case UUID")
         if not jpeg:
@@ -127,7 +124,9 @@ class StoreBatch:
             return False
         known = self.conn.execute(self.sql.alert_snapshot, {"aid": alert_id}).first()
         if known is not None:
-            if known.snapshot_sha256 is not None and known.snapshot_sha256 != sha:
+            if known.snapshot_sha256 is None:  # the alert says it has none: a forged or stray JPEG
+                raise ValueError(f"alert {alert_id} names no snapshot (a JPEG for it is refused)")
+            if known.snapshot_sha256 != sha:
                 raise ValueError(
                     f"snapshot of alert {alert_id} hashes to {sha}, the alert says {known.snapshot_sha256}"
                 )

@@ -92,6 +92,13 @@ def test_snapshot_after_alert_is_checked_against_its_sha256(store: ConsoleStore)
     store.add_alert(b)
     with pytest.raises(ValueError, match="bytes"):
         store.add_snapshot(b.alert_id, JPEG)
+    c = make_alert()  # names no snapshot: takes none
+    store.add_alert(c)
+    with pytest.raises(ValueError, match="names no snapshot"):
+        store.add_snapshot(c.alert_id, JPEG)
+    with pytest.raises(ValueError, match="UUID"):
+        store.add_snapshot("../../etc/passwd", JPEG)
+    assert store.invalid_counts() == {}  # refusals are the caller's to count
 
 
 def test_snapshot_before_its_alert_is_kept_and_matched(store: ConsoleStore) -> None:
@@ -107,6 +114,10 @@ def test_snapshot_before_its_alert_is_kept_and_matched(store: ConsoleStore) -> N
     assert not store.alert(b.alert_id).has_snapshot and store.snapshot(b.alert_id) is None
     assert store.invalid_counts() == {SNAPSHOT_SHA256: 1}
     assert store.add_snapshot(b.alert_id, JPEG) is True  # the right one still gets in
+    c = make_alert()  # an early JPEG for an alert that names no snapshot is dropped too
+    store.add_snapshot(c.alert_id, JPEG)
+    store.add_alert(c)
+    assert not store.alert(c.alert_id).has_snapshot and store.invalid_counts() == {SNAPSHOT_SHA256: 2}
 
 
 def test_alerts_filter_order_and_paging(store: ConsoleStore) -> None:
@@ -223,7 +234,7 @@ def test_concurrent_writers_and_readers(store: ConsoleStore) -> None:
     def write(w: int) -> None:
         try:
             for i in range(per):
-                a = make_alert(device=f"d{w}", seq=i)
+                a = make_alert(device=f"d{w}", seq=i, snapshot=snap())
                 assert store.add_alert(a)
                 store.add_snapshot(a.alert_id, JPEG)
                 store.update_device("s1", f"d{w}", status=status("online", i), seen=T0 + timedelta(seconds=i))
