@@ -394,7 +394,7 @@ class Ingest:
         if not msg.payload.startswith(b"\xff\xd8"):
             raise _Invalid("not_jpeg", f"snapshot of alert {alert_id} is not a JPEG")
         try:
-            new = b.add_snapshot(alert_id, msg.payload)
+            new = b.add_snapshot(alert_id, msg.payload, require_sha256=True)
         except ValueError as e:
             raise _Invalid(SNAPSHOT_SHA256, str(e)) from e
         return [("snapshot", {"alert_id": alert_id})] if new else []

@@ -111,10 +111,11 @@ class StoreBatch:
             self.count_invalid(SNAPSHOT_SHA256)
         return True
 
-    def add_snapshot(self, alert_id: str, jpeg: bytes) -> bool:
+    def add_snapshot(self, alert_id: str, jpeg: bytes, *, require_sha256: bool = False) -> bool:
         """Keep the JPEG of ``alert_id`` (False when one is kept already). When the alert is known,
-        the bytes must match its ``snapshot`` sha256 (and size); an alert without a snapshot takes
-        none: ValueError otherwise. A JPEG whose alert is unknown yet is kept for it."""
+        the bytes must match its ``snapshot`` sha256 (and size): ValueError otherwise. With
+        ``require_sha256`` (the ingest) a known alert that names no snapshot takes none either. A
+        JPEG whose alert is unknown yet is kept for it (and dropped if the alert disowns it)."""
         if not isinstance(alert_id, str) or not ALERT_ID_RE.match(alert_id):
             raise ValueError(f"snapshot alert id {alert_id!r} is not a lower-case UUID")
         if not jpeg:
@@ -124,9 +125,9 @@ class StoreBatch:
             return False
         known = self.conn.execute(self.sql.alert_snapshot, {"aid": alert_id}).first()
         if known is not None:
-            if known.snapshot_sha256 is None:  # the alert says it has none: a forged or stray JPEG
+            if known.snapshot_sha256 is None and require_sha256:  # a forged or stray JPEG
                 raise ValueError(f"alert {alert_id} names no snapshot (a JPEG for it is refused)")
-            if known.snapshot_sha256 != sha:
+            if known.snapshot_sha256 is not None and known.snapshot_sha256 != sha:
                 raise ValueError(
                     f"snapshot of alert {alert_id} hashes to {sha}, the alert says {known.snapshot_sha256}"
                 )

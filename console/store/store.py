@@ -128,9 +128,9 @@ class ConsoleStore:
         with self.batch() as b:
             return b.add_alert(alert, received_ts)
 
-    def add_snapshot(self, alert_id: str, jpeg: bytes) -> bool:
+    def add_snapshot(self, alert_id: str, jpeg: bytes, *, require_sha256: bool = False) -> bool:
         with self.batch() as b:
-            return b.add_snapshot(alert_id, jpeg)
+            return b.add_snapshot(alert_id, jpeg, require_sha256=require_sha256)
 
     def snapshot(self, alert_id: str) -> Optional[bytes]:
         with self.engine.connect() as conn:

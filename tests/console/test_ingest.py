@@ -186,6 +186,8 @@ def test_hostile_messages_are_counted_and_the_ingest_goes_on(
         wait_subscribed(pub, store)
         known = make_alert(snapshot=snap())
         pub.send(T.alert_mismatch, known)
+        no_snap = make_alert()
+        pub.send(T.alert_mismatch, no_snap)
         hostile: list[tuple[str, bytes]] = [
             (T.alert_mismatch, b"{not json"),
             (T.alert_mismatch, b"\xff\xfe\x00"),
@@ -194,6 +196,7 @@ def test_hostile_messages_are_counted_and_the_ingest_goes_on(
             (T.alert_mismatch, b""),
             (Topics("s1", "d2").alert_mismatch, make_alert(device="d1").to_json_bytes()),
             (T.alert_snapshot(known.alert_id), JPEG[:-1] + b"\x00"),  # sha256 differs
+            (T.alert_snapshot(no_snap.alert_id), JPEG),  # the alert names no snapshot
             (T.alert_snapshot(str(uuid.uuid4())), b"GIF89a not a jpeg"),
             (T.alert_snapshot(str(uuid.uuid4())), b"\xff\xd8" + b"x" * 2000),
             (T.alert_snapshot("NOT-A-UUID"), JPEG),
@@ -213,14 +216,15 @@ def test_hostile_messages_are_counted_and_the_ingest_goes_on(
             "oversized": 2,
             "empty": 1,
             "topic_mismatch": 1,
-            SNAPSHOT_SHA256: 1,
+            SNAPSHOT_SHA256: 2,
             "not_jpeg": 1,
             "bad_topic": 2,
             "bad_status": 1,
             "bad_stats": 1,
             "bad_model_reported": 1,
         }
-        assert not store.alert(known.alert_id).has_snapshot and ing.connected
+        assert not store.alert(known.alert_id).has_snapshot and not store.alert(no_snap.alert_id).has_snapshot
+        assert ing.connected
     finally:
         pub.close()
         ing.stop()

@@ -92,10 +92,11 @@ def test_snapshot_after_alert_is_checked_against_its_sha256(store: ConsoleStore)
     store.add_alert(b)
     with pytest.raises(ValueError, match="bytes"):
         store.add_snapshot(b.alert_id, JPEG)
-    c = make_alert()  # names no snapshot: takes none
+    c = make_alert()  # names no snapshot: takes none from the ingest (require_sha256)
     store.add_alert(c)
     with pytest.raises(ValueError, match="names no snapshot"):
-        store.add_snapshot(c.alert_id, JPEG)
+        store.add_snapshot(c.alert_id, JPEG, require_sha256=True)
+    assert store.add_snapshot(c.alert_id, JPEG) is True  # a caller that knows better may
     with pytest.raises(ValueError, match="UUID"):
         store.add_snapshot("../../etc/passwd", JPEG)
     assert store.invalid_counts() == {}  # refusals are the caller's to count
