@@ -369,3 +369,23 @@ def test_ingest_started_while_the_broker_is_down_connects_when_it_comes(
         if pub is not None:
             pub.close()
         ing.stop()
+
+
+def test_sites_limit_what_is_stored(broker: Mosquitto, store: ConsoleStore) -> None:
+    ing, _ = start_ingest(broker.url, store, sites=["s2"])
+    pub = Publisher(broker.url)
+    try:
+        probe = Topics("s2", "probe").status
+        status = Status(state="online", session=1, ts=NOW, agent_version="1")
+        assert wait_until(
+            lambda: pub.send(probe, status) or wait_until(store.devices, timeout=0.5), timeout=30
+        )
+        other, mine = make_alert(site="s1"), make_alert(site="s2")
+        pub.send(Topics("s1", "d1").alert_mismatch, other)
+        pub.send(Topics("s2", "d1").alert_mismatch, mine)  # after the other: delivered in order
+        assert wait_until(lambda: store.alert(mine.alert_id) is not None)
+        assert store.alert(other.alert_id) is None and store.count_alerts() == 1
+        assert [d.site for d in store.devices()] == ["s2"]
+    finally:
+        pub.close()
+        ing.stop()
