@@ -6,11 +6,9 @@ expiry; 3.1.1 ``clean_session=False``) and a message is acknowledged only after 
 stored it committed (paho's manual ack). paho's network thread only queues messages; one writer
 thread stores them in batches (one commit for all that wait) and acknowledges them in order. A
 malformed or hostile message is counted (``store.count_invalid(reason)``), logged (rate-limited)
-and acknowledged, so it is never redelivered.
-
-Reviews: :meth:`Ingest.publish_review` sends a review the caller stored; one that is not
-acknowledged (broker away) is sent again from ``store.unpublished_reviews()`` after the next
-connect, and marked published when its PUBACK arrives.
+and acknowledged, so it is never redelivered. Reviews (:meth:`Ingest.publish_review`) are marked
+published on their PUBACK; after each connect ``store.unpublished_reviews()`` go out again.
+See docs/console-storage.md.
 """
 
 from __future__ import annotations
@@ -143,6 +141,7 @@ class Ingest:
             int(max(1, self.cfg.reconnect_min_delay)), int(max(1, self.cfg.reconnect_max_delay))
         )
         client.manual_ack_set(True)
+        self._stopping.clear()
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -240,10 +239,11 @@ class Ingest:
             self._review_mids[info.mid] = key
         return True
 
-    def _resend_reviews(self) -> None:
+    def _resend_reviews(self) -> None:  # after each connect; also the time to drop stray JPEGs
         try:
+            self.store.prune_orphan_snapshots()
             pending = self.store.unpublished_reviews()
-        except DBAPIError as e:
+        except (DBAPIError, OSError) as e:
             self.last_error = f"cannot read the unpublished reviews: {e}"
             log.error("%s", self.last_error)
             return

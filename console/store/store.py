@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Optional
 
@@ -131,6 +131,22 @@ class ConsoleStore:
     def add_snapshot(self, alert_id: str, jpeg: bytes, *, require_sha256: bool = False) -> bool:
         with self.batch() as b:
             return b.add_snapshot(alert_id, jpeg, require_sha256=require_sha256)
+
+    def prune_orphan_snapshots(self, older_than: timedelta = timedelta(days=1)) -> int:
+        """Drop JPEGs whose alert never came (received more than ``older_than`` ago): a bound on
+        what stray or hostile snapshot messages can leave on disk. Returns how many went."""
+        s, a = t.snapshots, t.alerts
+        cutoff = t.to_db(utcnow() - older_than)
+        orphan = s.c.alert_id.not_in(select(a.c.alert_id).where(a.c.alert_id == s.c.alert_id))
+        with self.batch() as b:
+            ids = list(b.conn.execute(select(s.c.alert_id).where(orphan, s.c.received_ts < cutoff)).scalars())
+            if ids:
+                b.conn.execute(s.delete().where(s.c.alert_id.in_(ids)))
+        for alert_id in ids:
+            self.images.delete(alert_id)
+        if ids:
+            log.info("dropped %d snapshot(s) whose alert never came", len(ids))
+        return len(ids)
 
     def snapshot(self, alert_id: str) -> Optional[bytes]:
         with self.engine.connect() as conn:

@@ -121,6 +121,19 @@ def test_snapshot_before_its_alert_is_kept_and_matched(store: ConsoleStore) -> N
     assert not store.alert(c.alert_id).has_snapshot and store.invalid_counts() == {SNAPSHOT_SHA256: 2}
 
 
+def test_orphan_snapshots_are_pruned_after_a_while(store: ConsoleStore) -> None:
+    kept, orphan = make_alert(snapshot=snap()), make_alert(snapshot=snap())
+    store.add_alert(kept)
+    store.add_snapshot(kept.alert_id, JPEG)
+    store.add_snapshot(orphan.alert_id, JPEG)  # its alert never comes
+    assert store.prune_orphan_snapshots() == 0  # too young
+    assert store.prune_orphan_snapshots(older_than=timedelta(seconds=-1)) == 1
+    assert store.snapshot(orphan.alert_id) is None and store.snapshot(kept.alert_id) == JPEG
+    store.add_alert(orphan)  # comes after all: the JPEG is gone, a new one may come
+    assert not store.alert(orphan.alert_id).has_snapshot
+    assert store.add_snapshot(orphan.alert_id, JPEG) is True
+
+
 def test_alerts_filter_order_and_paging(store: ConsoleStore) -> None:
     made = []
     for i in range(6):
