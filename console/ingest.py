@@ -49,12 +49,9 @@ _DOCS: dict[str, type] = {"status": Status, "stats": Stats, "model_reported": Mo
 
 def subscriptions(prefix: str, sites: Optional[list[str]] = None) -> list[str]:
     """The topic filters of the console: every device of each site in ``sites`` (all: ``+``)."""
-    out = []
-    for site in sites or ["+"]:
-        if site != "+":
-            check_id(site, "site")
-        out.extend(f"{prefix}/{site}/+/{sub}" for sub in _SUBTOPICS)
-    return out
+    for site in sites or []:
+        check_id(site, "site")
+    return [f"{prefix}/{site}/+/{sub}" for site in sites or ["+"] for sub in _SUBTOPICS]
 
 
 @dataclass(frozen=True)
@@ -67,17 +64,16 @@ class _Msg:
     received: datetime
 
 
-class _Invalid(Exception):  # a message to count and drop: reason -> store.count_invalid
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
+class _Invalid(Exception):
+    """``(reason, detail)``: a message to count (``store.count_invalid(reason)``) and drop."""
 
 
 class _RateLog:
     """A warning per reason at most every ``every_s`` seconds, with how many were not logged."""
 
-    def __init__(self, every_s: float = 10.0) -> None:
-        self.every_s = every_s
+    every_s = 10.0
+
+    def __init__(self) -> None:
         self._last: dict[str, float] = {}
         self._quiet: dict[str, int] = {}
 
@@ -198,10 +194,8 @@ class Ingest:
         self._broker(False, "" if self._stopping.is_set() else f"disconnected from {self.cfg.broker} ({rc})")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        msg = _Msg(
-            message.topic, bytes(message.payload), bool(message.retain), message.mid, message.qos, utcnow()
-        )
-        self._queue.put(msg)
+        m = message
+        self._queue.put(_Msg(m.topic, bytes(m.payload), bool(m.retain), m.mid, m.qos, utcnow()))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         with self._lock:
@@ -263,7 +257,12 @@ class Ingest:
                 if item is _RESEND or isinstance(item, tuple):
                     self._store(batch)
                     batch = []
-                    self._control(item)
+                    try:
+                        self._control(item)
+                    except Exception:  # e.g. a stored review no topic can be made for: never end the thread
+                        log.exception(
+                            "the ingest's %s step failed", "resend" if item is _RESEND else "publish"
+                        )
                 else:
                     batch.append(item)
                 if len(batch) >= self.batch_max:
@@ -325,7 +324,7 @@ class Ingest:
                 return []
 
     def _ack(self, batch: list[_Msg]) -> None:
-        client = self._client
+        client = None if self._stopping.is_set() else self._client  # stopping: maybe not stored
         for msg in batch:
             if client is not None and msg.qos > 0:
                 client.ack(msg.mid, msg.qos)
@@ -344,8 +343,9 @@ class Ingest:
         try:
             return self._dispatch(b, msg)
         except _Invalid as e:
-            b.count_invalid(e.reason)
-            self._rate.warn(e.reason, f"{msg.topic[:300]}: {e}")
+            reason, detail = e.args
+            b.count_invalid(reason)
+            self._rate.warn(reason, f"{msg.topic[:300]}: {detail}")
             return []
 
     def _dispatch(self, b: StoreBatch, msg: _Msg) -> list[tuple[str, dict[str, Any]]]:
