@@ -63,6 +63,7 @@ class Conn:
         client.on_connect = self.on_connect
         client.on_disconnect = self.on_disconnect
         client.on_publish = self.on_publish
+        client.on_subscribe = self.on_subscribe
         client.on_message = on_message
 
     # -- paho callbacks (network thread) ---------------------------------------------------------
@@ -80,6 +81,15 @@ class Conn:
                 self.lost = True
                 self.lost_reason = f"connection lost: {rc}"
             self.wake()
+
+    def on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, props: Any) -> None:
+        refused = [str(c) for c in codes if c.is_failure]
+        if refused:
+            log.error(
+                "the broker refused subscriptions (%s): check its ACL for this device", ", ".join(refused)
+            )
+        else:
+            log.info("subscribed to %d topic(s)", len(codes))
 
     def on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any, props: Any) -> None:
         with self.cond:
@@ -164,6 +174,13 @@ class Conn:
             abort(self.client)
         with contextlib.suppress(Exception):
             self.client.loop_stop()
+        # break the client <-> callbacks cycle, so that the client is freed (and paho closes its
+        # wake-up socket pair) now rather than at some later garbage collection: without this the
+        # agent held two more sockets after every reconnect (found by bench/soak.py)
+        client = self.client
+        client.on_connect = client.on_disconnect = client.on_publish = client.on_message = None
+        client.on_subscribe = None
+        client.user_data_set(None)
 
 
 Cfg = TypeVar("Cfg", bound=BrokerConfig)
