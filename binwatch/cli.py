@@ -40,6 +40,7 @@ _GROUPS: list[tuple[str, str, Union[str, tuple[str, ...]]]] = [
     ("console.cli", "app", "alerts"),
     ("console.console_cli", "app", "console"),
     ("deploy.cli", "app", "deploy"),
+    ("demo.cli", "app", ("demo",)),
 ]
 
 # The extra that installs what a package's commands need (pyproject.toml).
@@ -49,9 +50,10 @@ _EXTRAS = {
     "agent": "agent",
     "console": "console",
     "deploy": "deploy",
+    "demo": "all",
     "binwatch": "all",
 }
-_OURS = ("binwatch", "contract", "training", "export", "agent", "console", "deploy")
+_OURS = ("binwatch", "contract", "training", "export", "agent", "console", "deploy", "demo")
 
 
 def _version_callback(value: bool) -> None:

@@ -59,7 +59,8 @@ __all__ = [
 DEFAULT_MIN_SIZE = 320
 DEFAULT_MAX_SIZE = 560
 _MISMATCH_STREAM = 0x6D69736D  # seeds the choice of manifest errors, apart from the per-image streams
-_OUTPUTS = ("bin-images", "metadata", "manifest-mismatch", "mismatch.json", "synth.json")
+_OUTPUTS = ("bin-images", "metadata", "manifest-mismatch", "mismatch.json", "synth.json", "views.json")
+_VIEW_TRIES = 8  # re-renders of a view until it shows every item of the bin
 
 
 @dataclass
@@ -112,15 +113,48 @@ class _Job:
     size: Optional[tuple[int, int]]
     min_size: int
     max_size: int
+    views: int = 1
+    min_visible: float = MIN_VISIBLE
 
 
-def _make_one(job: _Job, index: int) -> tuple[str, dict]:
-    import cv2
-
+def _make_one(job: _Job, index: int) -> list[tuple[str, dict]]:
+    """Bin ``index``: one image (key ``00001``), or with ``views`` > 1 that many pictures of the same
+    items, each placed and lit anew (keys ``00001-v1``, ``00001-v2``, ...; metadata ``view``)."""
     rng = rng_for(job.seed, index)
     n, size = bin_params(rng, job.min_items, job.max_items, job.size, job.min_size, job.max_size)
-    image, meta = generate_bin(rng, n, size)
+    first = render_bin(rng, n, size, min_visible=job.min_visible)
     key = key_for(index, job.count)
+    if job.views == 1:
+        return [_write_image(job, index, key, first.image, first.metadata, rng)]
+    out = []
+    for v in range(job.views):
+        r = first if v == 0 else _other_view(job, index, v, first, size)
+        vrng = (
+            rng if v == 0 else np.random.default_rng(np.random.SeedSequence(job.seed, spawn_key=(index, v)))
+        )
+        meta = dict(r.metadata, view={"bin": key, "index": v + 1, "of": job.views})
+        out.append(_write_image(job, index, f"{key}-v{v + 1}", r.image, meta, vrng))
+    return out
+
+
+def _other_view(job: _Job, index: int, v: int, first: BinRender, size: tuple[int, int]) -> BinRender:
+    """View ``v`` of bin ``index``: the first view's items, re-placed until all of them show."""
+    r = first
+    for attempt in range(_VIEW_TRIES):
+        rng = np.random.default_rng(np.random.SeedSequence(job.seed, spawn_key=(index, v, attempt + 1)))
+        r = render_bin(rng, len(first.skus), size, skus=first.skus, min_visible=job.min_visible)
+        if len(r.items) == len(first.items):
+            return r
+    raise RuntimeError(
+        f"bin {index}: view {v + 1} could not place all {len(first.items)} items; use larger images"
+    )
+
+
+def _write_image(
+    job: _Job, index: int, key: str, image: np.ndarray, meta: dict, rng: np.random.Generator
+) -> tuple[str, dict]:
+    import cv2
+
     meta["image_fname"] = f"{key}.jpg"
     meta["image_width"], meta["image_height"] = int(image.shape[1]), int(image.shape[0])
     meta["synthetic"] = {"seed": job.seed, "index": index, "generator_version": GENERATOR_VERSION}
@@ -138,7 +172,7 @@ def _make_chunk(job: _Job, indices: list[int]) -> list[tuple[str, dict]]:
     import cv2
 
     cv2.setNumThreads(1)  # one process per core; no oversubscription
-    return [_make_one(job, i) for i in indices]
+    return [kv for i in indices for kv in _make_one(job, i)]
 
 
 def _dumps(obj: dict) -> bytes:
@@ -204,16 +238,23 @@ def synthesize(
     min_size: int = DEFAULT_MIN_SIZE,
     max_size: int = DEFAULT_MAX_SIZE,
     overwrite: bool = False,
+    views: int = 1,
+    min_visible: float = MIN_VISIBLE,
 ) -> SynthSummary:
     """Write ``count`` synthetic bins (0-based index i -> key ``key_for(i, count)``) under ``out``.
 
     Item counts are uniform in ``min_items..max_items``; image sizes are ``size`` = (width, height) or
     each side uniform in ``min_size..max_size``. ``workers`` > 1 renders in a process pool (same bytes).
     ``mismatch`` > 0 also writes ``manifest-mismatch/`` and ``mismatch.json``. ``progress``: True shows a
-    rich progress bar, a callable is called with the number of images just finished. Raises ``ValueError`` on
-    bad arguments and ``FileExistsError`` when ``out`` already holds a dataset and not ``overwrite``.
+    rich progress bar, a callable is called with the number of bins just finished. ``views`` > 1 writes
+    that many pictures of each bin (keys ``<bin>-v1``...; ``views.json`` maps bin -> keys; the manifest
+    and ``mismatch.json`` are per bin). ``min_visible``: the least visible fraction of each item.
+    Raises ``ValueError`` on bad arguments and ``FileExistsError`` when ``out`` already holds a
+    dataset and not ``overwrite``.
     """
     _check_args(count, max_items, min_items, mismatch, size, min_size, max_size, workers)
+    if views < 1 or not 0.0 < min_visible <= 1.0:
+        raise ValueError(f"need views >= 1 and 0 < min_visible <= 1, got {views} and {min_visible}")
     out = Path(out)
     existing = [out / name for name in _OUTPUTS if (out / name).exists()]
     if existing and not overwrite:
@@ -225,9 +266,11 @@ def synthesize(
     (out / "bin-images").mkdir(parents=True, exist_ok=True)
     (out / "metadata").mkdir(parents=True, exist_ok=True)
 
-    job = _Job(str(out), int(seed), count, min_items, max_items, size, min_size, max_size)
+    job = _Job(str(out), int(seed), count, min_items, max_items, size, min_size, max_size, views, min_visible)
     start = time.perf_counter()
     metas = _render_all(job, workers, progress)
+    if views > 1:
+        metas = _write_views(out, metas)
     quantities = {k: int(m["EXPECTED_QUANTITY"]) for k, m in metas.items()}
     wrong: dict[str, int] = {}
     if mismatch > 0:
@@ -244,11 +287,26 @@ def synthesize(
         "min_size": min_size,
         "max_size": max_size,
         "mismatch": mismatch,
+        "views": views,
+        "min_visible": min_visible,
         "counts": {str(k): v for k, v in counts.items()},
     }
     write_atomic(out / "synth.json", _dumps(record), mode=0o644)
     log.info("wrote %d synthetic bins to %s in %.1f s", count, out, seconds)
     return SynthSummary(out=out, count=count, counts=counts, mismatched=len(wrong), seconds=seconds)
+
+
+def _write_views(out: Path, metas: dict[str, dict]) -> dict[str, dict]:
+    """Write ``views.json`` (bin -> its image keys); return the first view's metadata per bin."""
+    bins: dict[str, list[str]] = {}
+    first: dict[str, dict] = {}
+    for key, meta in metas.items():
+        b = meta["view"]["bin"]
+        bins.setdefault(b, []).append(key)
+        first.setdefault(b, meta)
+    record = {"views": max(len(v) for v in bins.values()), "bins": dict(sorted(bins.items()))}
+    write_atomic(out / "views.json", _dumps(record), mode=0o644)
+    return dict(sorted(first.items()))
 
 
 def _check_args(
@@ -295,8 +353,7 @@ def _render_with(job: _Job, workers: int, advance: Callable[[int], None]) -> dic
     metas: dict[str, dict] = {}
     if workers == 1:
         for i in range(job.count):
-            key, meta = _make_one(job, i)
-            metas[key] = meta
+            metas.update(_make_one(job, i))
             advance(1)
     else:
         import multiprocessing as mp
@@ -308,7 +365,7 @@ def _render_with(job: _Job, workers: int, advance: Callable[[int], None]) -> dic
             for fut in as_completed(futures):
                 done = fut.result()
                 metas.update(done)
-                advance(len(done))
+                advance(len(done) // job.views)
     return dict(sorted(metas.items()))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -57,6 +57,21 @@ def synth_cmd(
         min=0.0,
         max=1.0,
     ),
+    views: int = typer.Option(
+        1,
+        "--views",
+        help="Pictures per bin: the same items placed and lit anew in each (keys <bin>-v1.., views.json; "
+        "the manifest and mismatch.json are per bin). The demo's agent fuses them.",
+        min=1,
+        max=32,
+    ),
+    min_visible: float = typer.Option(
+        0.35,
+        "--min-visible",
+        help="Least visible fraction of every item (higher: less occlusion).",
+        min=0.05,
+        max=1.0,
+    ),
     workers: int = typer.Option(0, "--workers", "-w", help="Processes (0 = one per CPU core).", min=0),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in --out."),
 ) -> None:
@@ -64,12 +79,25 @@ def synth_cmd(
 
     Layout as ABID: OUT/bin-images/<key>.jpg and OUT/metadata/<key>.json (keys 00001, 00002, ...).
 
-    The label EXPECTED_QUANTITY is the number of items drawn (each keeps >= 35% of itself visible).
+    The label EXPECTED_QUANTITY is the number of items drawn (each keeps >= --min-visible of itself visible,
+    35% by default). With --views N each bin is pictured N times (the demo's agent fuses them).
 
     Deterministic: the same --seed and options give byte-identical files, whatever --workers.
 
     Example: binwatch data synth --out data/synth --count 2000 --max-items 5 --seed 0
     """
+    fixed = _check_sizes(size, min_items, max_items, min_size, max_size)
+    n_workers = min(workers or os.cpu_count() or 1, count)
+    options = dict(min_items=min_items, mismatch=mismatch, size=fixed, min_size=min_size, max_size=max_size)
+    options.update(overwrite=overwrite, views=views, min_visible=min_visible, workers=n_workers)
+    summary = _synthesize(out, count, max_items, seed, options)
+    _print_summary(summary, out, mismatch)
+    if views > 1:
+        err_console.print(f"{views} views per bin; bin -> image keys in {out / 'views.json'}", markup=False)
+
+
+def _synthesize(out: Path, count: int, max_items: int, seed: int, options: dict[str, Any]) -> Any:
+    """Run the generator with a progress bar; errors become the CLI's error line."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     try:
@@ -77,25 +105,12 @@ def synth_cmd(
     except ImportError as e:
         raise missing_extra(e, "train") from None
 
-    fixed = _check_sizes(size, min_items, max_items, min_size, max_size)
-    n_workers = workers or os.cpu_count() or 1
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn())
     try:
         with Progress(*columns, TimeRemainingColumn(), console=err_console, transient=True) as progress:
             task = progress.add_task("synth", total=count)
-            summary = synthesize(
-                out,
-                count,
-                max_items,
-                seed,
-                min_items=min_items,
-                mismatch=mismatch,
-                workers=min(n_workers, count),
-                progress=lambda n: progress.advance(task, n),
-                size=fixed,
-                min_size=min_size,
-                max_size=max_size,
-                overwrite=overwrite,
+            return synthesize(
+                out, count, max_items, seed, progress=lambda n: progress.advance(task, n), **options
             )
     except FileExistsError:
         raise fail(
@@ -105,7 +120,6 @@ def synth_cmd(
         raise fail(str(e)) from None
     except OSError as e:
         raise cannot_write(out, e) from None
-    _print_summary(summary, out, mismatch)
 
 
 def _check_sizes(

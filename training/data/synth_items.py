@@ -330,3 +330,30 @@ def _shade(img: np.ndarray, sku: Sku, rng: np.random.Generator, pw: int, ph: int
     gy = np.linspace(-b, b, ph, dtype=np.float32)[:, None]
     img *= (1.0 + gx + gy)[..., None]
     np.clip(img, 0, 255, out=img)
+
+
+def bin_label(rng: np.random.Generator, img: np.ndarray, cx: float, y: float, w: int, h: int) -> None:
+    """A bin sticker: coloured card with the bin's name (like "3D"), an up arrow, a QR-like code."""
+    lw = int(w * rng.uniform(0.22, 0.34))
+    lh = max(12, int(lw * rng.uniform(0.25, 0.36)))
+    card = np.empty((lh, lw, 3), np.uint8)
+    card[:] = [(245, 245, 245), (240, 215, 175), (205, 190, 245), (95, 45, 50)][int(rng.integers(0, 4))]
+    pad = max(2, lh // 8)
+    cv2.rectangle(card, (pad, pad), (int(lw * 0.55), lh - pad), (248, 248, 248), -1)
+    name = f"{rng.integers(1, 6)}{'ABCDEFGH'[int(rng.integers(0, 8))]}"
+    scale = (lh - 2 * pad) / 26
+    thick = max(1, int(scale * 2))
+    cv2.putText(
+        card, name, (pad * 3, lh - 2 * pad), cv2.FONT_HERSHEY_DUPLEX, scale, (20, 20, 20), thick, cv2.LINE_AA
+    )
+    ax = int(lw * 0.45)
+    cv2.arrowedLine(card, (ax, lh - 2 * pad), (ax, 2 * pad), (20, 20, 20), thick, cv2.LINE_AA, tipLength=0.4)
+    q = lh - 2 * pad
+    code = (rng.integers(0, 2, size=(11, 11)) * 230 + 15).astype(np.uint8)
+    card[pad : pad + q, lw - pad - q : lw - pad] = cv2.resize(code, (q, q), interpolation=cv2.INTER_NEAREST)[
+        ..., None
+    ]
+    x0, y0 = int(cx - lw / 2), int(y)
+    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + lw, w), min(y0 + lh, h)
+    if xb > xa and yb > ya:
+        img[ya:yb, xa:xb] = card[ya - y0 : yb - y0, xa - x0 : xb - x0]

@@ -23,7 +23,7 @@ from typing import Union
 import cv2
 import numpy as np
 
-from training.data.synth_items import Sku, random_sku, shape_polygon, texture_patch
+from training.data.synth_items import Sku, bin_label, random_sku, shape_polygon, texture_patch
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class BinRender:
     metadata: dict
     items: list[ItemInfo]
     opening: np.ndarray  # bool (H, W): where the bin's interior shows (outside it is fabric frame)
+    skus: list[Sku] = field(default_factory=list, repr=False)  # the SKU of each placed item, in order
 
 
 def _as_rng(rng_or_seed: Seed) -> np.random.Generator:
@@ -74,9 +75,19 @@ def generate_bin(rng_or_seed: Seed, n_items: int, size: tuple[int, int]) -> tupl
 
 
 def render_bin(
-    rng_or_seed: Seed, n_items: int, size: tuple[int, int], *, keep_masks: bool = False
+    rng_or_seed: Seed,
+    n_items: int,
+    size: tuple[int, int],
+    *,
+    keep_masks: bool = False,
+    skus: list[Sku] | None = None,
+    min_visible: float = MIN_VISIBLE,
 ) -> BinRender:
-    """Like ``generate_bin`` but also returns what was drawn where (for tests and debugging)."""
+    """Like ``generate_bin`` but also returns what was drawn where (for tests and debugging).
+
+    ``skus`` (one per item) draws those products instead of new ones: another view of the same bin
+    (``n_items`` is then ``len(skus)``). ``min_visible``: the least visible fraction of every item.
+    """
     rng = _as_rng(rng_or_seed)
     w, h = int(size[0]), int(size[1])
     if w < 64 or h < 64:
@@ -90,8 +101,9 @@ def render_bin(
     opening_b = opening.astype(bool)
 
     canvas = _interior(rng, w, h, opening_pts, fabric)
-    skus = _bin_skus(rng, n_items)
-    items = _place_items(rng, canvas, opening_b, skus, keep_masks)
+    if skus is None:
+        skus = _bin_skus(rng, n_items)
+    items = _place_items(rng, canvas, opening_b, skus, keep_masks, min_visible)
     frame = _frame(rng, w, h, opening_pts, fabric)
     np.copyto(canvas, frame, where=~opening_b[..., None])
     _bands(rng, canvas, opening_pts)
@@ -105,7 +117,8 @@ def render_bin(
     }
     if len(items) < n_items:
         log.warning("placed %d of %d items (no room left at %dx%d)", len(items), n_items, w, h)
-    return BinRender(image=image, metadata=meta, items=items, opening=opening_b)
+    placed = [by_asin[it.sku] for it in items]
+    return BinRender(image=image, metadata=meta, items=items, opening=opening_b, skus=placed)
 
 
 # ---------------------------------------------------------------- the bin
@@ -188,37 +201,10 @@ def _frame(rng: np.random.Generator, w: int, h: int, opening: np.ndarray, fabric
     top_y = float(opening[:2, 1].mean())
     lip_y = float(opening[2:, 1].max())
     if rng.uniform() < 0.85:
-        _bin_label(rng, frame, w * rng.uniform(0.35, 0.65), top_y * rng.uniform(-0.4, 0.35), w, h)
+        bin_label(rng, frame, w * rng.uniform(0.35, 0.65), top_y * rng.uniform(-0.4, 0.35), w, h)
     if rng.uniform() < 0.85:
-        _bin_label(rng, frame, w * rng.uniform(0.3, 0.7), lip_y + (h - lip_y) * rng.uniform(0.15, 0.5), w, h)
+        bin_label(rng, frame, w * rng.uniform(0.3, 0.7), lip_y + (h - lip_y) * rng.uniform(0.15, 0.5), w, h)
     return frame
-
-
-def _bin_label(rng: np.random.Generator, img: np.ndarray, cx: float, y: float, w: int, h: int) -> None:
-    """A bin sticker: coloured card with the bin's name (like "3D"), an up arrow, a QR-like code."""
-    lw = int(w * rng.uniform(0.22, 0.34))
-    lh = max(12, int(lw * rng.uniform(0.25, 0.36)))
-    card = np.empty((lh, lw, 3), np.uint8)
-    card[:] = [(245, 245, 245), (240, 215, 175), (205, 190, 245), (95, 45, 50)][int(rng.integers(0, 4))]
-    pad = max(2, lh // 8)
-    cv2.rectangle(card, (pad, pad), (int(lw * 0.55), lh - pad), (248, 248, 248), -1)
-    name = f"{rng.integers(1, 6)}{'ABCDEFGH'[int(rng.integers(0, 8))]}"
-    scale = (lh - 2 * pad) / 26
-    thick = max(1, int(scale * 2))
-    cv2.putText(
-        card, name, (pad * 3, lh - 2 * pad), cv2.FONT_HERSHEY_DUPLEX, scale, (20, 20, 20), thick, cv2.LINE_AA
-    )
-    ax = int(lw * 0.45)
-    cv2.arrowedLine(card, (ax, lh - 2 * pad), (ax, 2 * pad), (20, 20, 20), thick, cv2.LINE_AA, tipLength=0.4)
-    q = lh - 2 * pad
-    code = (rng.integers(0, 2, size=(11, 11)) * 230 + 15).astype(np.uint8)
-    card[pad : pad + q, lw - pad - q : lw - pad] = cv2.resize(code, (q, q), interpolation=cv2.INTER_NEAREST)[
-        ..., None
-    ]
-    x0, y0 = int(cx - lw / 2), int(y)
-    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + lw, w), min(y0 + lh, h)
-    if xb > xa and yb > ya:
-        img[ya:yb, xa:xb] = card[ya - y0 : yb - y0, xa - x0 : xb - x0]
 
 
 # ---------------------------------------------------------------- the items
@@ -236,9 +222,14 @@ def _bin_skus(rng: np.random.Generator, n_items: int) -> list[Sku]:
 
 
 def _place_items(
-    rng: np.random.Generator, canvas: np.ndarray, opening: np.ndarray, skus: list[Sku], keep_masks: bool
+    rng: np.random.Generator,
+    canvas: np.ndarray,
+    opening: np.ndarray,
+    skus: list[Sku],
+    keep_masks: bool,
+    min_visible: float = MIN_VISIBLE,
 ) -> list[ItemInfo]:
-    """Draw the items bottom to top; each placement must leave every item >= MIN_VISIBLE visible."""
+    """Draw the items bottom to top; each placement must leave every item >= ``min_visible`` visible."""
     h, w = opening.shape
     ys, xs = np.nonzero(opening)
     ox0, ox1, oy0, oy1 = xs.min(), xs.max(), ys.min(), ys.max()
@@ -268,11 +259,11 @@ def _place_items(
             m = local[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0].astype(bool)
             mine = m & opening[cy0:cy1, cx0:cx1]
             visible = int(mine.sum())
-            if visible < max(min_px, MIN_VISIBLE * area):
+            if visible < max(min_px, min_visible * area):
                 continue
             roi = owner[cy0:cy1, cx0:cx1]
             lost = np.bincount(roi[mine] + 1, minlength=len(items) + 1)[1:]
-            if any(it.visible - lost[j] < max(min_px, MIN_VISIBLE * it.area) for j, it in enumerate(items)):
+            if any(it.visible - lost[j] < max(min_px, min_visible * it.area) for j, it in enumerate(items)):
                 continue
             for j, it in enumerate(items):
                 it.visible -= int(lost[j])
