@@ -1,6 +1,7 @@
 """Agent throughput and latency: the whole pipeline vs the bare backend, side by side in one run.
 
-    python bench/agent_pipeline.py               # ResNet18 (untrained) at 224x224, 200 synthetic bins
+    python bench/agent_pipeline.py               # ResNet18 (untrained), INT8 CPU at 224x224, 200 bins
+    python bench/agent_pipeline.py --precision fp32 --count 40 --rounds 1 --paced-frames 20 --json
     python bench/agent_pipeline.py --model BUNDLE --replay DIR --threads 2 --batch 4 --json
 
 1. bare backend: the same frames, decoded and preprocessed once up front, then only
@@ -35,9 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the checkout's packages (and tests.broker) before anything in bench/
 
 
-def build_resnet_bundle(out: Path, size: int, arch: str = "resnet18") -> Path:
-    """An (untrained) torchvision ResNet exported to ONNX in a bundle folder: the compute the
-    agent runs for real, without waiting for a training run."""
+def build_resnet_bundle(out: Path, size: int, arch: str = "resnet18", int8: bool = True) -> Path:
+    """An (untrained) torchvision ResNet exported to ONNX in a bundle folder, FP32 and (``int8``) the
+    INT8 CPU model: the compute the agent runs for real, without waiting for a training run."""
     import torch
 
     from contract.card import Artifact, InputSpec, ModelCard, ModelSpec, OutputSpec, save_card
@@ -61,7 +62,29 @@ def build_resnet_bundle(out: Path, size: int, arch: str = "resnet18") -> Path:
             kind="onnx", file=onnx_path.name, sha256=sha256_file(onnx_path), precision="fp32", target="any"
         )
     )
+    if int8:  # what the agent ships on a CPU: precision auto picks the INT8 CPU model
+        q = _quantize_cpu(onnx_path, out / "model.int8-cpu.onnx", size, card.input.name)
+        card.artifacts.append(
+            Artifact(kind="onnx", file=q.name, sha256=sha256_file(q), precision="int8", target="cpu")
+        )
     save_card(card, out)
+    return out
+
+
+def _quantize_cpu(fp32: Path, out: Path, size: int, input_name: str, n: int = 8) -> Path:
+    """The INT8 CPU model (export's settings), calibrated on a few random images (speed only)."""
+    from export.quantize import preprocess_for_quant, quantize_onnx
+
+    rng = np.random.default_rng(0)
+    batches = [{input_name: rng.standard_normal((1, 3, size, size)).astype(np.float32)} for _ in range(n)]
+
+    class _Reader:
+        def get_next(self) -> Optional[dict[str, np.ndarray]]:
+            return batches.pop() if batches else None
+
+    pre = preprocess_for_quant(fp32, out.with_suffix(".pre.onnx"))
+    quantize_onnx(pre, out, _Reader(), "cpu")
+    pre.unlink(missing_ok=True)
     return out
 
 
@@ -192,13 +215,15 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--model", type=Path, help="bundle folder (default: untrained ResNet18 exported here)")
+    ap.add_argument("--model", type=Path, help="bundle folder (default: untrained ResNet18, FP32 + INT8 CPU)")
     ap.add_argument("--replay", type=Path, help="ABID-layout folder (default: synthetic bins)")
     ap.add_argument("--count", type=int, default=200, help="synthetic bins when --replay is not given")
     ap.add_argument("--size", type=int, default=224, help="model input size for the default model")
     ap.add_argument("--threads", type=int, default=2, help="inference intra-op threads (both runs)")
     ap.add_argument("--batch", type=int, default=4, help="most frames per inference (both runs)")
-    ap.add_argument("--precision", default="auto", help="auto | fp32 | int8 (bundle's ONNX to run)")
+    ap.add_argument(
+        "--precision", default="auto", help="auto (INT8 CPU when the bundle has it, as shipped) | fp32 | int8"
+    )
     ap.add_argument("--broker", help="mqtt://host:port (default: start mosquitto if installed)")
     ap.add_argument("--paced-fraction", type=float, default=0.5, help="latency run rate / bare rate")
     ap.add_argument("--rounds", type=int, default=2, help="bare/pipeline pairs, interleaved (medians count)")
