@@ -83,7 +83,8 @@ class FeedFilters:
 
         state = get("state")
         try:
-            before: Optional[datetime] = datetime.fromisoformat(get("before")) if get("before") else None
+            text = get("before").replace("Z", "+00:00")  # Python 3.10 reads no "Z"
+            before: Optional[datetime] = datetime.fromisoformat(text) if text else None
         except ValueError:
             before = None
         if before is not None and before.tzinfo is None:

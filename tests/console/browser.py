@@ -34,6 +34,24 @@ MISSING_CHROMIUM = "headless Chromium not installed: apt-get install chromium ch
 MISSING_SELENIUM = "selenium not installed: pip install -e '.[dev]'"
 
 
+CONSOLE_MODULES = (
+    "sqlalchemy",
+    "starlette",
+    "uvicorn",
+    "jinja2",
+    "itsdangerous",
+    "argon2",
+    "python_multipart",
+)
+
+
+def skip_without_console_extra(*more: str) -> None:
+    """Skip the calling test module when the console extra (or a test-only package in ``more``,
+    e.g. ``httpx`` for TestClient) is not installed, naming the package and the install line."""
+    for name in (*CONSOLE_MODULES, *more):
+        pytest.importorskip(name, reason=f"{name} not installed: pip install -e '.[console,dev]'")
+
+
 def _which(candidates: tuple[str, ...]) -> Optional[str]:
     for name in candidates:
         found = shutil.which(name) if "/" not in name else (name if Path(name).exists() else None)
@@ -77,6 +95,49 @@ def start_browser(width: int = 1400, height: int = 1000) -> Any:
     )
     driver.set_page_load_timeout(30)
     return driver
+
+
+def text_of(driver: Any, element_id: str) -> str:
+    """The text of the element with ``element_id`` now ("" while the page is changing under it:
+    not there yet, or gone stale because a navigation replaced it)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return str(driver.find_element(By.ID, element_id).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
+def css_text(driver: Any, css: str) -> str:
+    """The text of the first element matching ``css``, read in one step in the page (a live update
+    may replace the element between a lookup and a read)."""
+    script = "var e = document.querySelector(arguments[0]); return e ? e.innerText : '';"
+    return str(driver.execute_script(script, css) or "")
+
+
+def click(driver: Any, css: str) -> bool:
+    """Click the element matching ``css``; False when it is missing or was replaced meanwhile (use
+    it under ``wait_until``)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        driver.find_element(By.CSS_SELECTOR, css).click()
+    except (NoSuchElementException, StaleElementReferenceException):
+        return False
+    return True
+
+
+def shown(driver: Any, element_id: str) -> bool:
+    """Whether the element with ``element_id`` is displayed now (False while the page changes)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return bool(driver.find_element(By.ID, element_id).is_displayed())
+    except (NoSuchElementException, StaleElementReferenceException):
+        return False
 
 
 @pytest.fixture()

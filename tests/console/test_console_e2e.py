@@ -18,12 +18,24 @@ from typing import Any
 
 import pytest
 
-from contract.messages import Review, Snapshot
-from contract.topics import Topics
-from tests.agent.mqtt_helpers import Collector, PersistentMosquitto, make_alert, publish, wait_until
-from tests.broker import Mosquitto
-from tests.console.browser import ConsoleProcess, browser, make_jpeg  # noqa: F401  (browser: the fixture)
-from tests.hw import requires_mosquitto
+from tests.console.browser import (  # noqa: F401  (browser: the fixture)
+    ConsoleProcess,
+    browser,
+    click,
+    css_text,
+    make_jpeg,
+    shown,
+    skip_without_console_extra,
+    text_of,
+)
+
+skip_without_console_extra()
+
+from contract import Review, Snapshot  # noqa: E402
+from contract.topics import Topics  # noqa: E402
+from tests.agent.mqtt_helpers import Collector, PersistentMosquitto, make_alert, publish, wait_until  # noqa: E402
+from tests.broker import Mosquitto  # noqa: E402
+from tests.hw import requires_mosquitto  # noqa: E402
 
 pytestmark = pytest.mark.mqtt
 
@@ -119,16 +131,16 @@ def test_alert_live_in_the_feed_reviewed_persisted_and_published(
         )
         assert wait_until(lambda: browser.execute_script(loaded, img_css)), browser.page_source[:3000]
         assert browser.execute_script("return window.__sameDocument;") == "yes"  # no reload happened
-        row_text = browser.find_element(By.CSS_SELECTOR, row_css).text
+        row_text = css_text(browser, row_css)
         assert "B-0042" in row_text and "s1/d1" in row_text and "new" in row_text
 
-        browser.find_element(By.CSS_SELECTOR, row_css + " td:nth-child(2) a").click()
+        assert wait_until(lambda: click(browser, row_css + " td:nth-child(2) a"))
         assert wait_until(lambda: browser.find_elements(By.ID, "review-form"))
         assert browser.execute_script("return document.getElementById('snapshot').naturalWidth;") == 320
         browser.find_element(By.ID, "actual_qty").send_keys("3")
         browser.find_element(By.ID, "note").send_keys("one item missing")
         browser.find_element(By.ID, "confirm").click()
-        assert wait_until(lambda: "mismatch confirmed" in browser.find_element(By.ID, "history").text)
+        assert wait_until(lambda: "mismatch confirmed" in text_of(browser, "history"))
         assert "Review recorded: mismatch confirmed, actual count 3." in browser.page_source
 
         got = wait_until(lambda: reviews.on("/alert/review"))
@@ -146,9 +158,9 @@ def test_alert_live_in_the_feed_reviewed_persisted_and_published(
         assert console.stop() == 0
         console.start()
         browser.refresh()  # same session cookie: the key survived the restart
-        history = browser.find_element(By.ID, "history").text
+        history = text_of(browser, "history")
         assert "mismatch confirmed" in history and "ana" in history and "one item missing" in history
-        assert browser.find_element(By.ID, "review-state").text == "mismatch confirmed"
+        assert text_of(browser, "review-state") == "mismatch confirmed"
 
         assert anonymous_post(f"{console.url}/alerts/{alert.alert_id}/review") == 401
         assert anonymous_post(f"{console.url}/login") == 403  # no CSRF token
@@ -213,15 +225,15 @@ def outage(console: ConsoleProcess, mosquitto: Mosquitto, driver: Any, reviews: 
     driver.get(f"{console.url}/alerts/{alert.alert_id}")
     driver.find_element(By.ID, "false-alarm").click()
     assert wait_until(lambda: "Not yet published on MQTT" in driver.page_source)
-    assert "not yet" in driver.find_element(By.ID, "history").text
+    assert "not yet" in text_of(driver, "history")
 
     mosquitto.start()  # the subscriber's session (kept by the broker) gets what the console re-sends
-    banner = driver.find_element(By.ID, "broker-banner")
-    assert wait_until(lambda: not banner.is_displayed()), "banner stayed after the broker came back"
+    assert wait_until(lambda: not shown(driver, "broker-banner")), "banner stayed after the broker came back"
     got = wait_until(lambda: reviews.on("/alert/review"))
     assert got and Review.parse(got[-1][1]).decision == "false_alarm"
-    history = driver.find_element(By.ID, "history")
-    assert wait_until(lambda: "published" in history.text and "not yet" not in history.text)
+    assert wait_until(
+        lambda: "published" in text_of(driver, "history") and "not yet" not in text_of(driver, "history")
+    )
 
 
 def test_an_open_page_goes_to_the_login_form_when_its_login_is_gone(

@@ -11,15 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
 
-from console.images import FolderImages
-from console.store import ConsoleStore
-from console.web.app import make_app
-from console.web.auth import hash_password, safe_next
-from console.web.events import EventHub
-from contract import Review
-from tests.agent.mqtt_helpers import make_alert
+from tests.console.browser import skip_without_console_extra
+
+skip_without_console_extra("httpx")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from console.images import FolderImages  # noqa: E402
+from console.store import ConsoleStore  # noqa: E402
+from console.web.app import make_app  # noqa: E402
+from console.web.auth import hash_password, safe_next  # noqa: E402
+from console.web.events import EventHub  # noqa: E402
+from contract import Review  # noqa: E402
+from tests.agent.mqtt_helpers import make_alert  # noqa: E402
 
 JPEG = b"\xff\xd8\xff\xe0" + b"binwatch web test" * 8 + b"\xff\xd9"
 PASSWORD = "correct horse battery"

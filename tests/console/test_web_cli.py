@@ -7,13 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from binwatch.cli import app as root
-from console.web.auth import verify_password
-from console.web.server import open_store
-from contract import Review
-from tests.agent.mqtt_helpers import make_alert
+from tests.console.browser import skip_without_console_extra
+
+skip_without_console_extra()
+
+from typer.testing import CliRunner  # noqa: E402
+
+from binwatch.cli import app as root  # noqa: E402
+from console.web.auth import verify_password  # noqa: E402
+from console.web.server import open_store  # noqa: E402
+from contract import Review  # noqa: E402
+from tests.agent.mqtt_helpers import make_alert  # noqa: E402
 
 JPEG = b"\xff\xd8\xff\xe0" + b"binwatch cli test" * 8 + b"\xff\xd9"
 

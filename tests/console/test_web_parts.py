@@ -10,11 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from console.config import ConfigError, load_config
-from console.store import DeviceRow
-from console.web.server import ListenError, bind, load_secret
-from console.web.views import FeedFilters, ago, distribution_bars, fleet_row
-from contract.messages import ModelRef, ModelReported, Stats, Status
+from tests.console.browser import skip_without_console_extra
+
+skip_without_console_extra()
+
+
+from console.config import ConfigError, load_config  # noqa: E402
+from console.store import DeviceRow  # noqa: E402
+from console.web.server import ListenError, bind, load_secret  # noqa: E402
+from console.web.views import FeedFilters, ago, distribution_bars, fleet_row  # noqa: E402
+from contract.messages import ModelRef, ModelReported, Stats, Status  # noqa: E402
 
 
 def test_config_file_env_and_flags(tmp_path: Path) -> None:

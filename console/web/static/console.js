@@ -36,9 +36,21 @@
     if (empty && tbody) { empty.hidden = tbody.querySelector("tr") !== null; }
   }
 
+  // One fetch per row at a time; an event that comes while it is in flight (the snapshot right
+  // after its alert) fetches the row again when it returns, so the later state always wins.
+  var inflight = {};
+
   function refreshRow(id, insertIfNew) {
     var tbody = document.getElementById("feed-rows");
-    if (!tbody || (!insertIfNew && !findRow(id))) { return; }
+    if (!tbody) { return; }
+    var pending = inflight[id];
+    if (pending) {
+      pending.again = true;
+      pending.insert = pending.insert || insertIfNew;
+      return;
+    }
+    if (!insertIfNew && !findRow(id)) { return; }
+    var state = inflight[id] = { again: false, insert: insertIfNew };
     fetchText(withFilters("/feed/row/" + encodeURIComponent(id))).then(function (html) {
       if (html === null) { return; }
       var old = findRow(id);
@@ -46,13 +58,17 @@
       if (!rows.length) {
         if (old) { old.remove(); }
       } else if (old) {
+        if (old.classList.contains("fresh")) { rows[0].classList.add("fresh"); }
         old.replaceWith(rows[0]);
-      } else if (insertIfNew) {
+      } else if (state.insert) {
         rows[0].classList.add("fresh");
         tbody.insertBefore(rows[0], tbody.firstChild);
       }
       updateEmpty();
-    }).catch(function (e) { console.warn(e); });
+    }).catch(function (e) { console.warn(e); }).then(function () {
+      delete inflight[id];
+      if (state.again) { refreshRow(id, state.insert); }
+    });
   }
 
   function reloadFeed() {
