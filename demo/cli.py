@@ -7,6 +7,7 @@ drives every other part as a ``python -m binwatch ...`` process.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -90,7 +91,7 @@ def demo_cmd(
         console_port=console_port,
         cameras=cameras,
         recipe=recipe,
-        hold=hold,
+        hold=sys.stdin.isatty() if hold is None else hold,
     )
     try:
         run_demo(settings, err_console)

@@ -137,7 +137,7 @@ class Driver:
     monitor: Monitor
     topics: Topics
     cameras: dict[str, MjpegCamera]
-    settle_s: float = 0.3
+    settle_s: float = 0.5  # after a bin change, frames older than this are of the previous bin
     outcome_timeout_s: float = 30.0
     on_outcome: Optional[Callable[[str, Optional[dict[str, Any]]], None]] = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])

@@ -66,5 +66,10 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     t.add_row("summary file", escape(paths["summary"]))
     t.add_row("wall time", f"{summary.get('wall_s', 0):.0f} s (steps: {summary.get('timings_s', {})})")
     console.print(t)
+    if con.get("url"):
+        console.print(
+            f"[dim]The console's store is kept: binwatch console serve --data-dir {escape(con['data_dir'])} "
+            "shows these alerts again (with a broker to follow).[/dim]"
+        )
     if summary["synthetic"]:
         console.print("[dim]Synthetic bins: a pipeline check, never an ABID accuracy figure.[/dim]")

@@ -4,6 +4,7 @@ the console and the agent, present the held-out bins, show alerts as they arrive
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.markup import escape
 
+from contract.files import write_atomic
 from contract.topics import Topics
 from demo.agent_proc import DEVICE, SITE, AgentProcess, agent_config
 from demo.bins import inject_errors, load_bins, load_truth
@@ -90,7 +92,8 @@ def run_demo(s: Settings, console: Console) -> dict[str, Any]:
         if s.console:
             live.console = _start_console(out, live.broker, console_port, console)
         truth, presented, seconds, frames = _show_bins(s, out, sets, made["bundle"], live, cfg, console)
-        live.agent.stop() if live.agent else None
+        if live.agent is not None:
+            live.agent.stop()
         time.sleep(1.0)  # the last stats (final totals) and alerts still in flight
         summary = _summarize(s, out, sets, made, live, truth, presented, seconds, frames)
         summary["timings_s"] = runner.timings
@@ -223,6 +226,7 @@ def _summarize(
 ) -> dict[str, Any]:
     assert live.monitor is not None
     alerts = live.monitor.snapshot_alerts()
+    write_atomic(out / "alerts.jsonl", "".join(json.dumps(a, sort_keys=True) + "\n" for a in alerts))
     score = score_alerts(alerts, presented, truth)
     pairs = [
         (datetime.fromisoformat(str(a["frame_ts"])).timestamp(), a["_received"])
@@ -261,7 +265,12 @@ def _summarize(
             "url": live.broker.url if live.broker else None,
         },
         "console": (
-            {"url": live.console.url, "user": USER, "password_file": str(live.console.password_file)}
+            {
+                "url": live.console.url,
+                "user": USER,
+                "password_file": str(live.console.password_file),
+                "data_dir": str(live.console.folder / "data"),
+            }
             if live.console
             else {"skipped": True}
         ),
@@ -272,5 +281,6 @@ def _summarize(
             "reports": [str(p / "report.md") for p in reports],
             "agent_log": str(live.agent.log_path) if live.agent else None,
             "summary": str(out / "summary.json"),
+            "alerts": str(out / "alerts.jsonl"),
         },
     }

@@ -58,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
 class MjpegCamera:
     """Serves ``http://127.0.0.1:<port>/stream.mjpg``; :meth:`show` changes what it shows."""
 
-    def __init__(self, blank: bytes, *, fps: float = 20.0, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, blank: bytes, *, fps: float = 10.0, host: str = "127.0.0.1", port: int = 0) -> None:
         self.period = 1.0 / fps
         self.closed = threading.Event()
         self.sent = 0
@@ -67,7 +67,7 @@ class MjpegCamera:
         self._server = _Server((host, port), _Handler)
         self._server.camera = self
         # a small send buffer: a slow reader gets fresh frames, not a backlog of the previous bin
-        self._server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        self._server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 * 1024)
         self._thread = threading.Thread(target=self._server.serve_forever, name="mjpeg", daemon=True)
 
     @property
