@@ -11,6 +11,7 @@ picture the browser can show (tests/console/test_console_e2e.py, scripts/console
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import shutil
@@ -45,11 +46,24 @@ CONSOLE_MODULES = (
 )
 
 
-def skip_without_console_extra(*more: str) -> None:
-    """Skip the calling test module when the console extra (or a test-only package in ``more``,
-    e.g. ``httpx`` for TestClient) is not installed, naming the package and the install line."""
+def skip_without_console_extra(*more: str, any_of: tuple[str, ...] = ()) -> None:
+    """Skip the calling test module when the console extra, a test-only package in ``more``, or
+    every package of ``any_of`` (alternatives, e.g. httpx2 or httpx for TestClient) is missing;
+    the reason names the package and the install line."""
     for name in (*CONSOLE_MODULES, *more):
         pytest.importorskip(name, reason=f"{name} not installed: pip install -e '.[console,dev]'")
+    if any_of and not any(_importable(name) for name in any_of):
+        pytest.skip(
+            f"{' or '.join(any_of)} not installed: pip install -e '.[console,dev]'", allow_module_level=True
+        )
+
+
+def _importable(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
 
 
 def _which(candidates: tuple[str, ...]) -> Optional[str]:

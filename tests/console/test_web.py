@@ -14,7 +14,7 @@ import pytest
 
 from tests.console.browser import skip_without_console_extra
 
-skip_without_console_extra("httpx")
+skip_without_console_extra(any_of=("httpx2", "httpx"))  # TestClient: httpx2 (httpx for older starlette)
 
 from starlette.testclient import TestClient  # noqa: E402
 
