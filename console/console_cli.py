@@ -128,7 +128,7 @@ def serve(
     }
     cfg = _config(config, overrides)
     try:
-        from console.web.server import ListenError, Stopped, bind, run
+        from console.web.server import ListenError, Stopped, bind, load_secret, run
     except ImportError as e:
         raise missing_extra(e, "console") from e
     try:
@@ -145,7 +145,19 @@ def serve(
         )
 
     try:
-        run(cfg, sock, on_ready=ready)
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = load_secret(cfg.secret_file)
+    except (OSError, ValueError) as e:
+        sock.close()
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise fail(f"cannot use the data folder {cfg.data_dir}: {why}; choose one with --data-dir", 1) from e
+    try:
+        store = _open_store(cfg)
+    except typer.Exit:
+        sock.close()
+        raise
+    try:
+        run(cfg, sock, store, secret, on_ready=ready)
     except Stopped:
         typer.echo("binwatch console stopped", err=True)
     except (OSError, ValueError, RuntimeError) as e:

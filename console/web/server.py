@@ -98,16 +98,16 @@ def open_store(db_url: str, images: str) -> Any:
     return ConsoleStore.open(db_url, open_images(images))
 
 
-def run(cfg: Any, sock: socket.socket, *, on_ready: Optional[Callable[[], None]] = None) -> None:
-    """Serve until stopped. ``cfg`` is a :class:`console.config.ConsoleConfig`; ``sock`` from
-    :func:`bind`. Errors opening the store or the session key raise before the ingest starts."""
+def run(
+    cfg: Any, sock: socket.socket, store: Any, secret: str, *, on_ready: Optional[Callable[[], None]] = None
+) -> None:
+    """Serve until stopped; closes ``store`` and ``sock`` at the end. ``cfg`` is a
+    :class:`console.config.ConsoleConfig`, ``sock`` from :func:`bind`, ``store`` from
+    :func:`open_store`, ``secret`` from :func:`load_secret`."""
     from console.ingest import Ingest
     from console.web.app import make_app
     from console.web.events import EventHub
 
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    secret = load_secret(cfg.secret_file)
-    store = open_store(cfg.db_url, cfg.images)
     hub = EventHub()
     ingest = Ingest(
         cfg.mqtt, store, sites=cfg.sites or None, client_id=cfg.mqtt.client_id, on_event=hub.publish

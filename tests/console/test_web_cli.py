@@ -76,3 +76,18 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
     cfg.write_text("web:\n  hots: 0.0.0.0\n")
     r = run("serve", "--config", str(cfg))
     assert r.exit_code == 2 and "web.hots: unknown key" in r.output  # type: ignore[attr-defined]
+
+
+def test_serve_names_a_bad_data_folder_and_database(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    r = run("serve", "--port", "0", "--data-dir", str(a_file / "sub"))
+    text = r.output  # type: ignore[attr-defined]
+    assert (
+        r.exit_code == 1 and f"cannot use the data folder {a_file / 'sub'}" in text and "--data-dir" in text
+    )
+    db = "postgresql+psycopg://console:s3cret@127.0.0.1:1/console"
+    r = run("serve", "--port", "0", "--data-dir", str(tmp_path / "d"), "--db", db)
+    text = r.output  # type: ignore[attr-defined]
+    assert r.exit_code == 1 and "cannot open the console database" in text and "--db" in text
+    assert "s3cret" not in text and "console:***@127.0.0.1:1" in text
