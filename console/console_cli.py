@@ -114,9 +114,11 @@ def serve(
 ) -> None:
     """Serve the web console and follow the broker into its store.
 
-    Alerts, their snapshots and the devices' status, stats and model reports are stored as they
-    arrive; reviews are published on <prefix>/<site>/<device>/alert/review. Log in with a user made
-    by `binwatch console user add`.
+    Alerts, their snapshots and each device's status, stats and model reports are stored as they come.
+
+    Reviews are published on <prefix>/<site>/<device>/alert/review.
+
+    Log in with a user made by `binwatch console user add`. Docs: docs/console.md.
     """
     setup_logging(logging.INFO, logger="console")
     overrides = {
@@ -220,8 +222,12 @@ def export(
     images: Optional[str] = ImagesOpt,
     data_dir: Optional[Path] = DataDirOpt,
 ) -> None:
-    """Export reviewed alerts (confirmed with their actual count, and false alarms) with their
-    snapshots as an ABID-layout data set, for `binwatch train --data DIR --init RUN_DIR`."""
+    """Export reviewed snapshots as an ABID-layout training set.
+
+    Confirmed mismatches are labelled with the actual count, false alarms with the expected one.
+
+    Then fine-tune: binwatch train --data DIR --init RUN_DIR ...
+    """
     cfg = _config(config, {"data_dir": data_dir, "store": {"db": db, "images": images}})
     try:
         from console.export import export_reviews
