@@ -66,7 +66,9 @@ class WebConfig(_Section):
     secret_file: Optional[Path] = Field(
         default=None, description="key that signs session cookies; default <data_dir>/session.key"
     )
-    session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="a login lasts this long")
+    session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="a login lapses after this many hours without use"
+    )
     https_only: bool = Field(
         default=False, description="mark the session cookie Secure (set when a TLS proxy fronts the console)"
     )
