@@ -108,7 +108,7 @@ def run_cmd(
     backend: Optional[str] = typer.Option(
         None,
         "--backend",
-        help="auto | tensorrt | onnxruntime (fake: tests/demos, needs BINWATCH_ALLOW_FAKE_BACKEND=1)",
+        help="auto | tensorrt | onnxruntime (fake: tests and demos only; see docs/agent.md)",
     ),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto | fp32 | fp16 | int8"),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Inference threads (intra-op)."),

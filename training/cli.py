@@ -43,7 +43,8 @@ def train_cmd(ctx: typer.Context) -> None:
         typer.echo(parser.format_help())
         typer.echo(
             "Multi-process (DDP): binwatch train --nproc N ... or\n"
-            "  torchrun --nproc_per_node N -m training.train ...  (multi-node: see docs/training.md)"
+            "  torchrun --nproc_per_node N -m training.train ...\n"
+            "(multi-node: see docs/training.md)"
         )
         raise typer.Exit(code=0 if argv else 2)
     nproc = _pop_nproc(argv)

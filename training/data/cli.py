@@ -36,7 +36,7 @@ def download_cmd(
         None, "--split", help="abid_challenge counting_*.json split: fetch its keys ('%05d' % (index0+1))."
     ),
     file_list: Optional[Path] = typer.Option(
-        None, "--file-list", help='Capstone file_list.json ({"1": ["data/metadata/100313.json", ...]}).'
+        None, "--file-list", help="Capstone file_list.json (lists of metadata/NNNNN.json paths)."
     ),
     keys: Optional[str] = typer.Option(
         None, "--keys", help="Keys and inclusive ranges, verbatim: 00001-00100,121 (never re-padded)."
