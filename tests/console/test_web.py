@@ -25,6 +25,7 @@ from console.web.auth import hash_password, safe_next  # noqa: E402
 from console.web.events import EventHub  # noqa: E402
 from contract import Review  # noqa: E402
 from tests.agent.mqtt_helpers import make_alert  # noqa: E402
+from tests.console.postgres import postgres_server  # noqa: E402, F401  (the fixture)
 
 JPEG = b"\xff\xd8\xff\xe0" + b"binwatch web test" * 8 + b"\xff\xd9"
 PASSWORD = "correct horse battery"
@@ -337,3 +338,29 @@ def test_failed_logins_are_throttled(store: ConsoleStore, ingest: FakeIngest, hu
         for i in range(5):  # many names from one address
             login(c, name=f"user{i}", password="guess")
         assert login(c, name="vic").status_code == 429
+
+
+def test_review_on_postgresql(
+    tmp_path: Path,
+    postgres_server: Any,  # noqa: F811
+    ingest: FakeIngest,
+    hub: EventHub,
+) -> None:
+    """The same review path on the other database the console supports."""
+    s = ConsoleStore.open(postgres_server.new_database(), FolderImages(tmp_path / "images"))
+    try:
+        s.add_user("ana", hash_password(PASSWORD))
+        a = make_alert()
+        s.add_alert(a)
+        s.add_snapshot(a.alert_id, JPEG)
+        with TestClient(make_app(s, ingest, hub, secret_key="k" * 48), follow_redirects=False) as c:
+            assert login(c).status_code == 303
+            token = csrf_of(c.get("/").text)
+            data = {"csrf": token, "decision": "confirmed", "actual_qty": "0"}
+            assert c.post(f"/alerts/{a.alert_id}/review", data=data).status_code == 303
+            assert c.get(f"/alerts/{a.alert_id}/snapshot").content == JPEG
+        (row,) = s.reviews(a.alert_id)
+        assert (row.decision, row.actual_qty, row.reviewer) == ("confirmed", 0, "ana")
+        assert s.alerts(state="confirmed")[0].alert.alert_id == a.alert_id
+    finally:
+        s.close()
