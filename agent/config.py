@@ -12,17 +12,16 @@ Sections (each a small pydantic model; unknown keys are refused)::
     snapshots: dir, max_files, max_bytes, retention_days, quality, publish, outbox_max_bytes
     http:      host, port
 
-Precedence (last wins): defaults < YAML file < environment (``BINWATCH__SECTION__KEY=value``,
-nested keys and list indices with more ``__``: ``BINWATCH__MQTT__TLS__CA``,
-``BINWATCH__CAMERAS__0__SOURCE``) < command-line flags. Environment values are text that pydantic
-converts (``"8080"`` -> 8080, ``"true"`` -> True); a value starting with ``[`` or ``{`` is read as
-JSON. Secrets: set ``mqtt.password`` from the environment (``BINWATCH__MQTT__PASSWORD``) or point
+Precedence (last wins): defaults < YAML file < environment (``BINWATCH_SECTION_KEY=value``, the
+scheme of every binwatch tool: ``BINWATCH_MQTT_TLS_CA``, ``BINWATCH_CAMERAS_0_SOURCE``; see
+agent/config_env.py and docs/config.md; the old ``BINWATCH__SECTION__KEY`` still works, with a
+warning) < command-line flags. Environment values are text that pydantic converts (``"8080"`` ->
+8080); a value starting with ``[`` or ``{`` is JSON. Secrets: ``BINWATCH_MQTT_PASSWORD``, or point
 ``mqtt.password_file`` at a file (Docker/systemd credentials).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -34,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent.camera_config import CameraConfig
 from agent.config_check import fake_backend_problem, missing_files
+from agent.config_env import EnvError
+from agent.config_env import env_overrides as _env_overrides
 from agent.delivery.config import MqttConfig, OutboxConfig
 from contract.fields import check_id
 
@@ -52,7 +53,7 @@ __all__ = [
     "load_config",
 ]
 
-ENV_PREFIX = "BINWATCH__"
+ENV_PREFIX = "BINWATCH_"
 
 
 class ConfigError(ValueError):
@@ -270,16 +271,6 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
-def _env_value(raw: str) -> Any:
-    s = raw.strip()
-    if s[:1] in "[{":
-        try:
-            return json.loads(s)
-        except json.JSONDecodeError:
-            return raw
-    return raw
-
-
 def _set_path(data: Any, path: list[str], value: Any, origin: str) -> Any:
     """Set ``value`` at ``path`` in nested dicts/lists (list levels are numeric indices)."""
     if not path:
@@ -300,17 +291,12 @@ def _set_path(data: Any, path: list[str], value: Any, origin: str) -> Any:
 
 
 def env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], Any, str]]:
-    """``BINWATCH__SECTION__KEY`` variables as ``(key path, value, variable name)``, sorted."""
-    out = []
-    for name in sorted(env):
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
-            continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
-        if any(not p for p in parts):
-            raise ConfigError(f"environment variable {name}: empty key level (use BINWATCH__SECTION__KEY)")
-        out.append((parts, _env_value(env[name]), name))
-    # shorter paths first, so BINWATCH__CAMERAS__1 (a whole entry) comes before its fields
-    return sorted(out, key=lambda t: (len(t[0]), t[0]))
+    """``BINWATCH_SECTION_KEY`` (and deprecated ``BINWATCH__SECTION__KEY``) variables as
+    ``(key path, value, variable name)``, in the order to apply them (agent/config_env.py)."""
+    try:
+        return _env_overrides(env, AgentConfig)
+    except EnvError as e:
+        raise ConfigError(str(e)) from e
 
 
 def _describe(e: ValidationError, origins: Mapping[str, str], where: str) -> str:
@@ -352,7 +338,7 @@ def load_config(
     env: Optional[Mapping[str, str]] = None,
     overrides: Optional[Mapping[str, Any]] = None,
 ) -> AgentConfig:
-    """Defaults < YAML file < ``BINWATCH__*`` environment < ``overrides`` (command-line flags).
+    """Defaults < YAML file < ``BINWATCH_*`` environment < ``overrides`` (command-line flags).
 
     Raises :class:`ConfigError` whose message names the offending key (and its source).
     """

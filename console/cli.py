@@ -41,7 +41,7 @@ def watch(
     broker: str = typer.Option(
         "mqtt://127.0.0.1:1883",
         "--broker",
-        envvar="BINWATCH_BROKER",
+        envvar=["BINWATCH_MQTT_BROKER", "BINWATCH_BROKER"],  # the second: deprecated (mqttconn.env)
         help="mqtt://host:port or mqtts://host:port",
     ),
     site: str = typer.Option("+", "--site", help="site id, or + for every site"),
@@ -99,6 +99,9 @@ def _broker_config(
 
     from console.alerts_watch import alert_filter
     from mqttconn.config import BrokerConfig
+    from mqttconn.env import warn_renamed
+
+    warn_renamed()
 
     try:
         topic_filter = alert_filter(prefix, site, device)

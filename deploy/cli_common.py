@@ -19,7 +19,7 @@ Broker = Annotated[
     Optional[str],
     typer.Option(
         "--broker",
-        envvar="BINWATCH_BROKER",
+        envvar=["BINWATCH_MQTT_BROKER", "BINWATCH_BROKER"],  # the second: deprecated (mqttconn.env)
         help=f"mqtt://host:port or mqtts://host:port (default: {DEFAULT_BROKER}; on resume and "
         "rollback: the one in the state file)",
         show_default=False,
@@ -54,7 +54,9 @@ def broker_config(
     from pydantic import ValidationError
 
     from mqttconn.config import BrokerConfig
+    from mqttconn.env import warn_renamed
 
+    warn_renamed()
     tls = {k: v for k, v in {"ca": ca, "cert": cert, "key": key}.items() if v is not None}
     try:
         return BrokerConfig(

@@ -72,8 +72,8 @@ ENV_SCHEME = """## Environment variables: one scheme
 Every binwatch tool reads its settings from the environment the same way:
 
 ```
-BINWATCH_<SECTION>_<KEY>              agent, alerts watch, deploy
-BINWATCH_CONSOLE_<SECTION>_<KEY>      the web console (its own config, often on the same server)
+BINWATCH_<SECTION>_<KEY>           the agent (every key); alerts watch and deploy (their mqtt flags)
+BINWATCH_CONSOLE_<SECTION>_<KEY>   the web console (its own config, often on the operators' server)
 ```
 
 The name is the setting's dotted path in the config file, upper-cased, with every `.` (and every
@@ -97,8 +97,9 @@ A variable that starts with the name of an agent section (`BINWATCH_MQTT_…`, `
 but names no key of it is refused by the agent, naming the variable; other `BINWATCH_*` variables
 (the console's, `BINWATCH_ALLOW_FAKE_BACKEND`) are not config keys and are left alone.
 
-The web console keeps its own prefix: `BINWATCH_CONSOLE_MQTT_PASSWORD` (`mqtt.password`),
-`BINWATCH_CONSOLE_DB` (`store.db`), `BINWATCH_CONSOLE_DATA_DIR` (`data_dir`); see docs/console.md.
+The web console keeps its own prefix, so that its settings never mix with an operator's shell; it
+reads three: `BINWATCH_CONSOLE_MQTT_PASSWORD` (`mqtt.password`), `BINWATCH_CONSOLE_DB`
+(`store.db`) and `BINWATCH_CONSOLE_DATA_DIR` (`data_dir`); see docs/console.md.
 
 **Deprecated names** (still read for one release, with a warning naming the new one):
 
