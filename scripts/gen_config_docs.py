@@ -213,13 +213,28 @@ def _table(path: str, model: type[BaseModel]) -> tuple[list[str], list[tuple[str
     return [*lines, ""], nested
 
 
+def _section_defaults(info: FieldInfo) -> str:
+    """A note when a section's default differs from its model's own defaults (the console's mqtt)."""
+    factory = info.default_factory
+    if factory is None or isinstance(factory, type) or getattr(factory, "__name__", "") != "<lambda>":
+        return ""
+    value = factory()
+    changed = value.model_dump(exclude_defaults=True, mode="json") if isinstance(value, BaseModel) else {}
+    if not changed:
+        return ""
+    pairs = ", ".join(f"`{k}: {v}`" for k, v in changed.items())
+    return f"Defaults here differ from the table: {pairs}."
+
+
 def _root_section(title: str, root: type[BaseModel], what: str) -> list[str]:
     lines = [f"## {title}", "", f"`{root.__module__}.{root.__name__}`: {what}.", ""]
     todo: list[tuple[str, type[BaseModel]]] = []
     plain: list[str] = []
+    notes: dict[str, str] = {}
     for name, info in root.model_fields.items():
         subs = _nested_models(info.annotation)
         if subs:
+            notes[name] = _section_defaults(info)
             is_list = typing.get_origin(info.annotation) is list
             todo += [(f"{name}[]" if is_list else name, s) for s in subs]
         else:
@@ -232,6 +247,8 @@ def _root_section(title: str, root: type[BaseModel], what: str) -> list[str]:
     while todo:
         path, model = todo.pop(0)
         table, nested = _table(path, model)
+        if notes.get(path):
+            table[2:2] = [notes[path], ""]
         lines += table
         todo = nested + todo
     return lines
