@@ -250,3 +250,59 @@ def test_an_open_page_goes_to_the_login_form_when_its_login_is_gone(
     console.start()
     assert wait_until(lambda: "/login?next=%2Ffleet" in browser.current_url), browser.current_url
     assert browser.find_elements(By.ID, "username")
+
+
+def test_fleet_and_a_late_snapshot_update_live(
+    console: ConsoleProcess,
+    mosquitto: Mosquitto,
+    browser: Any,  # noqa: F811
+) -> None:
+    from datetime import datetime, timezone
+
+    from contract import ModelRef, ModelReported, Stats, Status
+
+    login(browser, console.url)
+    browser.get(console.url + "/fleet")
+    assert wait_until(
+        lambda: shown(browser, "fleet-empty") and "live updates: connected" in css_title(browser)
+    )
+    browser.execute_script("window.__sameDocument = 'yes';")
+    t, now = Topics("s1", "d1"), datetime.now(timezone.utc)
+    model = ModelRef(name="bins", version=7, sha256="a" * 64, precision="int8", backend="onnxruntime-cpu")
+    publish(
+        mosquitto.url,
+        t.status,
+        Status(state="online", session=4, ts=now, agent_version="0.1.0", model=model).to_json_bytes(),
+        retain=True,
+    )
+    publish(mosquitto.url, t.stats, Stats(ts=now, uptime_s=9.0, fps=12.5, outbox_depth=7).to_json_bytes())
+    report = ModelReported(version=8, state="verifying", ts=now)
+    publish(mosquitto.url, t.model_reported, report.to_json_bytes(), retain=True)
+    row = '#fleet-rows tr[data-device="s1/d1"]'
+    wanted = ("online", "bins v7 (int8, onnxruntime-cpu)", "v8 verifying", "12.5")
+    assert wait_until(lambda: all(w in css_text(browser, row) for w in wanted)), css_text(browser, row)
+    assert css_text(browser, row + " td:nth-child(7)").strip() == "7"  # outbox depth
+    will = Status(state="offline", session=4, ts=now, agent_version="0.1.0")
+    publish(mosquitto.url, t.status, will.to_json_bytes(), retain=True)
+    assert wait_until(lambda: "offline" in css_text(browser, row)), css_text(browser, row)
+    assert browser.execute_script("return window.__sameDocument;") == "yes"
+
+    jpeg = make_jpeg(200, 100)  # the alert names its JPEG, which comes later, while its page is open
+    alert_id = make_alert().alert_id
+    snap = Snapshot(uri=f"file:///s/{alert_id}.jpg", sha256=hashlib.sha256(jpeg).hexdigest(), size=len(jpeg))
+    alert = make_alert(alert_id=alert_id, snapshot=snap)
+    publish(mosquitto.url, t.alert_mismatch, alert.to_json_bytes())
+    page = f"{console.url}/alerts/{alert.alert_id}"
+    assert wait_until(lambda: browser.get(page) is None and shown(browser, "snapshot-missing"))
+    assert wait_until(lambda: "live updates: connected" in css_title(browser))  # else the event is missed
+    browser.execute_script("window.__sameDocument = 'yes';")
+    publish(mosquitto.url, t.alert_snapshot(alert.alert_id), jpeg)
+    loaded = (
+        "var i = document.getElementById('snapshot'); return !!i && i.complete && i.naturalWidth === 200;"
+    )
+    assert wait_until(lambda: browser.execute_script(loaded))
+    assert browser.execute_script("return window.__sameDocument;") == "yes"
+
+
+def css_title(driver: Any) -> str:
+    return str(driver.execute_script("var e = document.getElementById('live'); return e ? e.title : '';"))
