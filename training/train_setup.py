@@ -203,7 +203,9 @@ def parent_run(run: Path) -> Any:
             f"--init {run}: weights.pt is not the file its card names (sha256 {digest[:12]}..., the card "
             f"says {named.sha256[:12]}...): was it replaced after training?"
         )
-    return ParentRun(run_id=run.resolve().name, name=card.name, version=card.version, weights_sha256=digest)
+    # the run's own id (a copied or moved run folder keeps it), else the folder's name
+    run_id = card.trained_from.run_id if card.trained_from is not None else run.resolve().name
+    return ParentRun(run_id=run_id, name=card.name, version=card.version, weights_sha256=digest)
 
 
 def init_from(t: Training, args) -> None:
