@@ -37,9 +37,11 @@ def agent_config(
     manifest_csv: Optional[Path] = None,
     publish_snapshots: bool = False,
     threads: int = 2,
+    thresholds: Optional[tuple[float, float]] = None,
 ) -> dict[str, Any]:
     """The agent config: ``cameras`` (name -> MJPEG URL, decided per ``bin`` event on ``views``
-    frames fused) or a ``replay`` folder (one frame per bin)."""
+    frames fused) or a ``replay`` folder (one frame per bin). ``thresholds`` = (mismatch, match) replace
+    the card's."""
     if replay is not None:
         cams: list[dict[str, Any]] = [
             {"name": "replay", "source": str(replay), "kind": "replay", "resume": False}
@@ -60,7 +62,12 @@ def agent_config(
             "batch": max(4, views),
         },
         "update": {"enabled": False},
-        "decision": {"frames_per_event": views, "event_timeout_s": 20.0, "event_max_age_s": 60.0},
+        "decision": {
+            "frames_per_event": views,
+            "event_timeout_s": 20.0,
+            "event_max_age_s": 60.0,
+            **({"mismatch_threshold": thresholds[0], "match_threshold": thresholds[1]} if thresholds else {}),
+        },
         "manifest": {
             "dir": str(manifest_dir) if manifest_dir else None,
             "csv": str(manifest_csv) if manifest_csv else None,

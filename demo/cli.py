@@ -46,6 +46,9 @@ def demo_cmd(
     ),
     count: int = typer.Option(2400, "--count", help="Synthetic training bins.", min=20),
     eval_count: int = typer.Option(300, "--eval-count", help="Held-out bins shown to the agent.", min=5),
+    val_count: int = typer.Option(
+        300, "--val-count", help="Validation bins that fit the fused-view alert threshold.", min=5
+    ),
     views: int = typer.Option(
         3, "--views", help="Pictures per held-out bin, fused by the agent.", min=1, max=16
     ),
@@ -57,10 +60,11 @@ def demo_cmd(
     cameras: int = typer.Option(
         4, "--cameras", help="Stand-in cameras presenting bins side by side.", min=1, max=16
     ),
-    hold: bool = typer.Option(
-        False,
-        "--hold",
-        help="Keep broker and console running after the summary until Ctrl-C (to review alerts).",
+    hold: Optional[bool] = typer.Option(
+        None,
+        "--hold/--no-hold",
+        help="Keep broker and console running after the summary until Ctrl-C, to review the alerts "
+        "(default: when run from a terminal).",
     ),
 ) -> None:
     """Synthesize bins, train, evaluate, export INT8, start a broker, the console and an agent, show
@@ -78,7 +82,13 @@ def demo_cmd(
     except ImportError as e:
         raise fail(f"the demo needs {e.name!r}: pip install 'binwatch[all]'") from None
     recipe = Recipe(
-        count=count, eval_count=eval_count, views=views, epochs=epochs, img=img, max_items=max_items
+        val_count=val_count,
+        count=count,
+        eval_count=eval_count,
+        views=views,
+        epochs=epochs,
+        img=img,
+        max_items=max_items,
     )
     settings = Settings(
         out=out,

@@ -33,7 +33,8 @@ class Recipe:
     max_size: int = 160
     min_visible: float = 0.35
     mismatch: float = 0.2
-    seed: int = 0  # training data; the held-out set uses seed + 1000
+    seed: int = 0  # training data; the held-out bins use seed + 1000, the validation bins seed + 2000
+    val_count: int = 300  # validation bins (several views) that fit the fused decision thresholds
     epochs: int = 12
     img: int = 64
     arch: str = "resnet18"
@@ -46,6 +47,10 @@ class Recipe:
     @property
     def eval_seed(self) -> int:
         return self.seed + 1000
+
+    @property
+    def val_seed(self) -> int:
+        return self.seed + 2000
 
     def synth_args(self) -> list[object]:
         return [
@@ -69,6 +74,7 @@ class Sets:
     train: Optional[Path]  # synthetic training bins (None: not needed)
     heldout: Path  # what the agent is shown
     synthetic: bool  # heldout is synthetic (False: --images)
+    val: Optional[Path] = None  # validation bins with views: fit the fused thresholds
 
 
 def make_sets(runner: StepRunner, r: Recipe, *, images: Optional[Path], need_train: bool) -> Sets:
@@ -91,38 +97,42 @@ def make_sets(runner: StepRunner, r: Recipe, *, images: Optional[Path], need_tra
         )
     if images is not None:
         return Sets(train=train, heldout=images, synthetic=False)
-    opts = {
-        "count": r.eval_count,
-        "seed": r.eval_seed,
-        "views": r.views,
-        "mismatch": r.mismatch,
-        **_synth_opts(r),
-    }
-    heldout = data / f"heldout-{options_key(opts)}"
+    heldout = _views_set(runner, "heldout", "held-out", r.eval_count, r.eval_seed, r)
+    val = _views_set(runner, "val", "validation", r.val_count, r.val_seed, r)
+    return Sets(train=train, heldout=heldout, synthetic=True, val=val)
+
+
+def _views_set(runner: StepRunner, name: str, what: str, count: int, seed: int, r: Recipe) -> Path:
+    """Bins with ``r.views`` pictures each, ``r.mismatch`` of their manifests wrong (in 0..max_items)."""
+    opts = {"count": count, "seed": seed, "views": r.views, "mismatch": r.mismatch, **_synth_opts(r)}
+    opts["mismatch_max"] = r.max_items
+    folder = runner.out / "data" / f"{name}-{options_key(opts)}"
     runner.step(
-        "synth-heldout",
-        f"Synthesizing {r.eval_count} held-out bins x {r.views} views (seed {r.eval_seed}, "
-        f"{r.mismatch:.0%} of manifests wrong)",
+        f"synth-{name}",
+        f"Synthesizing {count} {what} bins x {r.views} views "
+        f"(seed {seed}, {r.mismatch:.0%} of manifests wrong)",
         binwatch_cmd(
             "data",
             "synth",
             "--out",
-            heldout,
+            folder,
             "--count",
-            r.eval_count,
+            count,
             "--seed",
-            r.eval_seed,
+            seed,
             "--views",
             r.views,
             "--mismatch",
             r.mismatch,
+            "--mismatch-max",
+            r.max_items,
             *r.synth_args(),
         ),
-        folder=heldout,
+        folder=folder,
         options=opts,
         fix=SYNTH_FIX,
     )
-    return Sets(train=train, heldout=heldout, synthetic=True)
+    return folder
 
 
 def _synth_opts(r: Recipe) -> dict[str, Any]:
@@ -186,7 +196,7 @@ def _train(runner: StepRunner, r: Recipe, train: Path) -> Path:
         fix="check the disk and the `binwatch data prepare` log",
     )
     topts = {"cache": str(cache), **asdict(r)}
-    for k in ("eval_count", "views", "mismatch", "calib_n"):
+    for k in ("eval_count", "val_count", "views", "mismatch", "calib_n"):
         topts.pop(k)
     run = runner.out / "runs" / options_key(topts)
     runner.step(

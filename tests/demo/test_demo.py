@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from demo.calibrate import fit_threshold, fit_thresholds
 from demo.summary import latency_ms, percentile, score_alerts
 from tests.hw import requires_mosquitto
 
@@ -61,6 +62,21 @@ def test_latency_percentiles() -> None:
     assert lat["max"] == pytest.approx(100.0)
 
 
+def test_fitted_threshold_keeps_false_alarms_at_or_below_the_target() -> None:
+    ok = [{"bin_id": f"ok{i}", "p_expected": (i + 1) / 200} for i in range(200)]  # 0.005 .. 1.0
+    wrong = [{"bin_id": f"bad{i}", "p_expected": p} for i, p in enumerate((0.001, 0.004, 0.012, 0.2, 0.9))]
+    no_head = [{"bin_id": "bad9", "p_expected": None}]  # expected beyond the model's counts
+    fitted = fit_thresholds(ok + wrong + no_head, [f"bad{i}" for i in (0, 1, 2, 3, 4, 9)])
+    assert fitted["mismatch_threshold"] == pytest.approx(0.015)  # 2 of 200 correct below it: 1%
+    assert fitted["false_alarms"] == 2 and fitted["n_correct"] == 200 and fitted["n_wrong"] == 5
+    assert fitted["recall"] == pytest.approx(3 / 5)
+    assert fitted["match_threshold"] == pytest.approx(0.055)  # 5%: 10 below it
+    assert fit_threshold([], 0.01) is None
+    assert fit_threshold([0.5, 0.1], 0.01) == 0.1  # too few to allow any: below the lowest
+    with pytest.raises(ValueError):
+        fit_thresholds(wrong, [w["bin_id"] for w in wrong])
+
+
 def _demo(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "binwatch", "demo", *args],
@@ -93,7 +109,7 @@ def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     r = _demo(
         "--fresh", "--out", str(out), "--count", "200", "--epochs", "1", "--img", "32",
-        "--eval-count", "20", "--views", "2", "--cameras", "2", "--no-console",
+        "--eval-count", "20", "--val-count", "20", "--views", "2", "--cameras", "2", "--no-console",
         timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
@@ -115,13 +131,19 @@ def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
         assert Path(summary["paths"][key]).exists(), key
     assert all(Path(p).is_file() for p in summary["paths"]["reports"])
     assert summary["heldout_eval"]["n_images"] == 40
+    th = summary["thresholds"]
+    assert 0.0 <= th["mismatch_threshold"] <= th["match_threshold"] <= 1.0
+    assert th["n_correct"] == 16 and th["false_alarms"] == 0  # 1% of 16: none allowed
     assert (Path(summary["paths"]["bundle"]) / "MANIFEST.json").is_file()
     # a second run reuses every step that made something
     r2 = _demo(
         "--out", str(out), "--count", "200", "--epochs", "1", "--img", "32",
-        "--eval-count", "20", "--views", "2", "--cameras", "2", "--no-console",
+        "--eval-count", "20", "--val-count", "20", "--views", "2", "--cameras", "2", "--no-console",
         timeout=300,
     )  # fmt: skip
     assert r2.returncode == 0, r2.stderr[-3000:]
     again = json.loads((out / "summary.json").read_text())
-    assert {"synth-train", "synth-heldout", "prepare", "train", "export"} <= set(again["reused_steps"])
+    assert {"synth-train", "synth-heldout", "synth-val", "prepare", "train", "export"} <= set(
+        again["reused_steps"]
+    )
+    assert again["thresholds"] == summary["thresholds"]  # the fused thresholds, fitted once

@@ -179,8 +179,11 @@ def _dumps(obj: dict) -> bytes:
     return (json.dumps(obj, indent=4, sort_keys=True) + "\n").encode()
 
 
-def make_manifest_errors(quantities: dict[str, int], rate: float, seed: int) -> dict[str, int]:
-    """Pick ``round(rate * len)`` bins and give each a wrong quantity (true +-1..2, never negative)."""
+def make_manifest_errors(
+    quantities: dict[str, int], rate: float, seed: int, max_quantity: Optional[int] = None
+) -> dict[str, int]:
+    """Pick ``round(rate * len)`` bins and give each a wrong quantity (true +-1..2, never negative,
+    never above ``max_quantity`` when given)."""
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"mismatch rate must be within 0..1, got {rate}")
     keys = sorted(quantities)
@@ -189,7 +192,7 @@ def make_manifest_errors(quantities: dict[str, int], rate: float, seed: int) -> 
     wrong: dict[str, int] = {}
     for i in chosen:
         q = quantities[keys[i]]
-        deltas = [d for d in (-2, -1, 1, 2) if q + d >= 0]
+        deltas = [d for d in (-2, -1, 1, 2) if q + d >= 0 and (max_quantity is None or q + d <= max_quantity)]
         wrong[keys[i]] = q + int(rng.choice(deltas))
     return wrong
 
@@ -240,6 +243,7 @@ def synthesize(
     overwrite: bool = False,
     views: int = 1,
     min_visible: float = MIN_VISIBLE,
+    mismatch_max: Optional[int] = None,
 ) -> SynthSummary:
     """Write ``count`` synthetic bins (0-based index i -> key ``key_for(i, count)``) under ``out``.
 
@@ -248,10 +252,9 @@ def synthesize(
     ``mismatch`` > 0 also writes ``manifest-mismatch/`` and ``mismatch.json``. ``progress``: True shows a
     rich progress bar, a callable is called with the number of bins just finished. ``views`` > 1 writes
     that many pictures of each bin (keys ``<bin>-v1``...; ``views.json`` maps bin -> keys; the manifest
-    and ``mismatch.json`` are per bin). ``min_visible``: the least visible fraction of each item.
-    Raises ``ValueError`` on bad arguments and ``FileExistsError`` when ``out`` already holds a
-    dataset and not ``overwrite``.
-    """
+    and ``mismatch.json`` are per bin); ``min_visible``: the least visible part of each item;
+    ``mismatch_max``: the most a wrong manifest states. ValueError: bad arguments; FileExistsError:
+    ``out`` holds a dataset and not ``overwrite``."""
     _check_args(count, max_items, min_items, mismatch, size, min_size, max_size, workers)
     if views < 1 or not 0.0 < min_visible <= 1.0:
         raise ValueError(f"need views >= 1 and 0 < min_visible <= 1, got {views} and {min_visible}")
@@ -274,7 +277,7 @@ def synthesize(
     quantities = {k: int(m["EXPECTED_QUANTITY"]) for k, m in metas.items()}
     wrong: dict[str, int] = {}
     if mismatch > 0:
-        wrong = _write_mismatch(out, metas, quantities, mismatch, int(seed))
+        wrong = _write_mismatch(out, metas, quantities, mismatch, int(seed), mismatch_max)
     seconds = time.perf_counter() - start
     counts = dict(sorted(Counter(quantities.values()).items()))
     record = {
@@ -288,6 +291,7 @@ def synthesize(
         "max_size": max_size,
         "mismatch": mismatch,
         "views": views,
+        "mismatch_max": mismatch_max,
         "min_visible": min_visible,
         "counts": {str(k): v for k, v in counts.items()},
     }
@@ -370,9 +374,14 @@ def _render_with(job: _Job, workers: int, advance: Callable[[int], None]) -> dic
 
 
 def _write_mismatch(
-    out: Path, metas: dict[str, dict], quantities: dict[str, int], rate: float, seed: int
+    out: Path,
+    metas: dict[str, dict],
+    quantities: dict[str, int],
+    rate: float,
+    seed: int,
+    max_quantity: Optional[int] = None,
 ) -> dict[str, int]:
-    wrong = make_manifest_errors(quantities, rate, seed)
+    wrong = make_manifest_errors(quantities, rate, seed, max_quantity)
     folder = out / "manifest-mismatch"
     folder.mkdir(exist_ok=True)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_MISMATCH_STREAM, 1)))

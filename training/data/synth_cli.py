@@ -57,6 +57,12 @@ def synth_cmd(
         min=0.0,
         max=1.0,
     ),
+    mismatch_max: Optional[int] = typer.Option(
+        None,
+        "--mismatch-max",
+        help="No wrong manifest quantity above this (e.g. --max-items: no error stands out by size alone).",
+        min=0,
+    ),
     views: int = typer.Option(
         1,
         "--views",
@@ -90,6 +96,7 @@ def synth_cmd(
     n_workers = min(workers or os.cpu_count() or 1, count)
     options = dict(min_items=min_items, mismatch=mismatch, size=fixed, min_size=min_size, max_size=max_size)
     options.update(overwrite=overwrite, views=views, min_visible=min_visible, workers=n_workers)
+    options.update(mismatch_max=mismatch_max)
     summary = _synthesize(out, count, max_items, seed, options)
     _print_summary(summary, out, mismatch)
     if views > 1:
