@@ -198,6 +198,52 @@ def user_add(
     typer.echo(f"added {role} {name!r} to {_redact(cfg.db_url)}")
 
 
+@user_app.command("passwd")
+def user_passwd(
+    name: str = typer.Argument(..., help="login name"),
+    password_file: Optional[Path] = typer.Option(
+        None, "--password-file", help="read the new password from this file (first line); default: prompt"
+    ),
+    config: Optional[Path] = ConfigOpt,
+    db: Optional[str] = DbOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+) -> None:
+    """Set a new password for a login (sessions signed before stay valid until they expire)."""
+    from console.web.auth import hash_password
+
+    password = _read_password(password_file)
+    cfg = _config(config, {"data_dir": data_dir, "store": {"db": db}})
+    store = _open_store(cfg)
+    try:
+        store.set_password(name, hash_password(password))
+    except KeyError as e:
+        raise fail(
+            f"{e.args[0]}: list logins in the database, or add it with `binwatch console user add`", 1
+        ) from e
+    finally:
+        store.close()
+    typer.echo(f"new password set for {name!r}")
+
+
+@user_app.command("remove")
+def user_remove(
+    name: str = typer.Argument(..., help="login name"),
+    config: Optional[Path] = ConfigOpt,
+    db: Optional[str] = DbOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+) -> None:
+    """Remove a login (the reviews it made keep its name)."""
+    cfg = _config(config, {"data_dir": data_dir, "store": {"db": db}})
+    store = _open_store(cfg)
+    try:
+        store.remove_user(name)
+    except KeyError as e:
+        raise fail(f"{e.args[0]}: nothing removed", 1) from e
+    finally:
+        store.close()
+    typer.echo(f"removed {name!r}")
+
+
 def _read_password(password_file: Optional[Path]) -> str:
     if password_file is not None:
         try:

@@ -300,6 +300,22 @@ class ConsoleStore:
         except IntegrityError as e:
             raise ValueError(f"user {name!r} exists already") from e
 
+    def set_password(self, name: str, password_hash: str) -> None:
+        """Replace a user's password hash; KeyError when there is no such user."""
+        with self.batch() as b:
+            done = b.conn.execute(
+                t.users.update().where(t.users.c.name == name).values(password_hash=password_hash)
+            )
+        if done.rowcount != 1:
+            raise KeyError(f"no user {name!r}")
+
+    def remove_user(self, name: str) -> None:
+        """Delete a login (its reviews keep the name); KeyError when there is no such user."""
+        with self.batch() as b:
+            done = b.conn.execute(t.users.delete().where(t.users.c.name == name))
+        if done.rowcount != 1:
+            raise KeyError(f"no user {name!r}")
+
     def user(self, name: str) -> Optional[tuple[str, str]]:
         """``(password_hash, role)`` or None."""
         with self.engine.connect() as conn:

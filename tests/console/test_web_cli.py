@@ -27,7 +27,9 @@ def run(*args: str, input: str | None = None) -> object:
     return CliRunner().invoke(root, ["console", *args], input=input)
 
 
-@pytest.mark.parametrize("cmd", [[], ["serve"], ["user"], ["user", "add"], ["export"]])
+@pytest.mark.parametrize(
+    "cmd", [[], ["serve"], ["user"], ["user", "add"], ["user", "passwd"], ["user", "remove"], ["export"]]
+)
 def test_every_command_has_help(cmd: list[str]) -> None:
     r = run(*cmd, "--help")
     assert r.exit_code == 0 and "Usage" in r.output  # type: ignore[attr-defined]
@@ -45,6 +47,30 @@ def test_user_add_prompts_and_hashes(tmp_path: Path) -> None:
     assert verify_password(password_hash, "a long password") and not verify_password(password_hash, "x")
     bad_role = run("user", "add", "bob", "--role", "admin", "--data-dir", str(tmp_path))
     assert bad_role.exit_code == 2 and "use one of reviewer, viewer" in bad_role.output  # type: ignore[attr-defined]
+
+
+def test_user_passwd_and_remove(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    assert run("user", "add", "ana", "--data-dir", d, input="first password\nfirst password\n").exit_code == 0  # type: ignore[attr-defined]
+    r = run("user", "passwd", "ana", "--data-dir", d, input="second password\nsecond password\n")
+    assert r.exit_code == 0, r.output  # type: ignore[attr-defined]
+    store = open_store(f"sqlite:///{tmp_path / 'console.db'}", str(tmp_path / "images"))
+    try:
+        password_hash, _role = store.user("ana")  # type: ignore[misc]
+        assert verify_password(password_hash, "second password")
+        assert not verify_password(password_hash, "first password")
+    finally:
+        store.close()
+    gone = run("user", "passwd", "bob", "--data-dir", d, input="x password\nx password\n")
+    assert gone.exit_code == 1 and "no user 'bob'" in gone.output  # type: ignore[attr-defined]
+    assert run("user", "remove", "ana", "--data-dir", d).exit_code == 0  # type: ignore[attr-defined]
+    again = run("user", "remove", "ana", "--data-dir", d)
+    assert again.exit_code == 1 and "nothing removed" in again.output  # type: ignore[attr-defined]
+    store = open_store(f"sqlite:///{tmp_path / 'console.db'}", str(tmp_path / "images"))
+    try:
+        assert store.user("ana") is None
+    finally:
+        store.close()
 
 
 def test_export_writes_the_abid_layout_and_says_what_next(tmp_path: Path) -> None:
