@@ -2,13 +2,10 @@
 
     python bench/run_all.py [--quick] [--out bench/results.md] [--only synth,infer] [--with-soak MIN]
 
-Each bench runs as a subprocess (its own interpreter, so one bench's threads and imports do not
-disturb the next), with small settings under ``--quick``. Every ratio is against a baseline the
-same bench measured in the same run (never against a number from another machine or day). The
-report starts with the machine: CPU model, cores, memory, the CPU's INT8-relevant instruction sets
-(avx2, avx512f, avx512_vnni, avx_vnni, amx) from /proc/cpuinfo, OS, Python and package versions,
-and the load average before and after (other processes on a shared machine slow every number).
-bench/soak.py runs only with ``--with-soak MIN`` (it takes MIN minutes).
+Each bench runs as a subprocess, with small settings under ``--quick``; every ratio is against a
+baseline the same bench measured in the same run. The report starts with the machine (CPU, cores,
+memory, INT8-relevant instruction sets from /proc/cpuinfo, OS, Python, package versions) and the
+load average before and after. bench/soak.py runs only with ``--with-soak MIN``.
 """
 
 from __future__ import annotations
@@ -33,6 +30,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
 PACKAGES = ["torch", "onnxruntime", "numpy", "paho-mqtt", "opencv-python", "opencv-python-headless"]
+
+_LOADS: list[float] = []  # 1-minute load average at the start and the end of the run
+_NOTE: list[str] = []  # --note: what else ran
 
 # One row of a bench's table: what, its value, the same-run baseline, value / baseline (None: no ratio).
 Row = tuple[str, str, str, Optional[float]]
@@ -60,8 +60,7 @@ def _num(pattern: str, text: str) -> float:
 
 
 def _json_stdout(out: str) -> dict[str, Any]:
-    start = out.index("{")
-    return json.loads(out[start : out.rindex("}") + 1])
+    return json.loads(out[out.index("{") : out.rindex("}") + 1])
 
 
 def parse_synth(out: str, tmp: Path) -> list[Row]:
@@ -83,7 +82,8 @@ def parse_ratio_table(out: str, tmp: Path) -> list[Row]:
 def parse_int8_formats(out: str, tmp: Path) -> list[Row]:
     pat = re.compile(r"^(\S+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$")
     ms = [m for m in (pat.match(line.strip()) for line in out.splitlines()) if m]
-    return [(f"{m[1]}: batch-1 median ms (best {m[3]})", m[2], "ort-fp32", float(m[4])) for m in ms]
+    base = next((m[2] for m in ms if m[1] == "ort-fp32"), "")
+    return [(f"{m[1]}: batch-1 median ms (best {m[3]})", m[2], base, float(m[4])) for m in ms]
 
 
 def parse_agent_pipeline(out: str, tmp: Path) -> list[Row]:
@@ -153,7 +153,10 @@ def parse_console(out: str, tmp: Path) -> list[Row]:
 
 BENCHES: list[Bench] = [
     Bench(
-        "synth", ["--n", "40"], parse=parse_synth, baseline="JPEG-encoding a blank image of the same sizes"
+        "synth",
+        ["--n", "40"],
+        parse=parse_synth,
+        baseline="JPEG-encoding a blank image of the same sizes (ratio = images/s / its images/s)",
     ),
     Bench(
         "data",
@@ -223,10 +226,6 @@ def _extra_benches() -> list[Bench]:
     return [Bench(p.stem, []) for p in sorted(BENCH.glob("console*.py")) if p.stem not in known]
 
 
-def _soak(minutes: float) -> Bench:
-    return Bench("soak", ["--minutes", str(minutes)], full=["--minutes", str(minutes)])
-
-
 @dataclass
 class Result:
     bench: Bench
@@ -272,29 +271,25 @@ def run_bench(b: Bench, quick: bool, timeout: float) -> Result:
         return Result(b, "ok", secs, rows, tail, shown)
 
 
+def _read(path: str) -> str:
+    return Path(path).read_text() if Path(path).is_file() else ""
+
+
 def _cpuinfo() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return model, [f for f in INT8_FLAGS if f in flags]
+    text = _read("/proc/cpuinfo")
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
+    have = set(flags.group(1).split()) if flags else set()
+    return (model.group(1).strip() if model else platform.machine()), [f for f in INT8_FLAGS if f in have]
 
 
 def _mem_gib() -> str:
-    info = Path("/proc/meminfo")
-    m = re.search(r"^MemTotal:\s+(\d+)", info.read_text() if info.is_file() else "", re.MULTILINE)
+    m = re.search(r"^MemTotal:\s+(\d+)", _read("/proc/meminfo"), re.MULTILINE)
     return f"{int(m.group(1)) / 1024**2:.1f} GiB" if m else "unknown"
 
 
 def _os_name() -> str:
-    release = Path("/etc/os-release")
-    text = release.read_text() if release.is_file() else ""
-    m = re.search(r'^PRETTY_NAME="?([^"\n]*)', text, re.MULTILINE)
+    m = re.search(r'^PRETTY_NAME="?([^"\n]*)', _read("/etc/os-release"), re.MULTILINE)
     return f"{m.group(1)} ({platform.platform()})" if m else platform.platform()
 
 
@@ -332,8 +327,16 @@ def machine_lines(load_start: str, load_end: str) -> list[str]:
     ]
 
 
-def _fmt_ratio(r: Optional[float]) -> str:
-    return "" if r is None else f"{r:.2f}x"
+def _load_note(loads: list[float]) -> list[str]:
+    cores = os.cpu_count() or 1
+    if not loads or max(loads) <= cores:
+        return []
+    return [
+        f"**This run shared a loaded machine**: 1-minute load average {loads[0]:.1f} at the start and "
+        f"{loads[-1]:.1f} at the end on {cores} cores{_NOTE[0] if _NOTE else ''}, "
+        "so absolute rates are low and noisy; compare the ratios.",
+        "",
+    ]
 
 
 def report(results: list[Result], quick: bool, load_start: str, load_end: str) -> str:
@@ -347,6 +350,7 @@ def report(results: list[Result], quick: bool, load_start: str, load_end: str) -
         "busy the machine was: a load above its core count means other processes competed for the CPU",
         "and slowed every number (ratios suffer less than absolute rates, since both sides are slowed).",
         "",
+        *_load_note(_LOADS),
         "## Machine",
         "",
         *machine_lines(load_start, load_end),
@@ -358,7 +362,7 @@ def report(results: list[Result], quick: bool, load_start: str, load_end: str) -
             lines += [f"Baseline: {r.bench.baseline}.", ""]
         if r.rows:
             lines += ["| measure | value | baseline | ratio |", "| --- | --- | --- | --- |"]
-            lines += [f"| {m} | {v} | {b} | {_fmt_ratio(x)} |" for m, v, b, x in r.rows]
+            lines += [f"| {m} | {v} | {b} | {'' if x is None else f'{x:.2f}x'} |" for m, v, b, x in r.rows]
             lines.append("")
         elif r.tail:
             lines += ["```", r.tail, "```", ""]
@@ -368,14 +372,15 @@ def report(results: list[Result], quick: bool, load_start: str, load_end: str) -
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small settings (minutes, not an hour)")
-    ap.add_argument(
-        "--out", type=Path, default=BENCH / "results.md", help="report (default bench/results.md)"
-    )
+    ap.add_argument("--out", type=Path, default=BENCH / "results.md", help="default bench/results.md")
     ap.add_argument("--only", default="", help="comma-separated bench names (default: all)")
     ap.add_argument("--with-soak", type=float, metavar="MIN", help="also run bench/soak.py for MIN minutes")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per bench (default 1800)")
+    ap.add_argument("--note", default="", help="what else ran on the machine (goes into the report)")
     args = ap.parse_args(argv)
-    benches = BENCHES + _extra_benches() + ([_soak(args.with_soak)] if args.with_soak else [])
+    _NOTE.extend([f" ({args.note})"] if args.note else [])
+    soak = [Bench("soak", ["--minutes", str(args.with_soak)], ["--minutes", str(args.with_soak)])]
+    benches = BENCHES + _extra_benches() + (soak if args.with_soak else [])
     if args.only:
         wanted = {n.strip() for n in args.only.split(",") if n.strip()}
         unknown = wanted - {b.name for b in benches}
@@ -383,7 +388,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             ap.error(f"unknown benches {sorted(unknown)}; known: {', '.join(b.name for b in benches)}")
         benches = [b for b in benches if b.name in wanted]
     load_start = _uptime()
+    _LOADS.append(os.getloadavg()[0])
     results = [run_bench(b, args.quick, args.timeout) for b in benches]
+    _LOADS.append(os.getloadavg()[0])
     args.out.write_text(report(results, args.quick, load_start, _uptime()), encoding="utf-8")
     print(f"wrote {args.out}")
     return 0 if all(not r.status.startswith("failed") for r in results) else 1
