@@ -170,7 +170,7 @@ def _run_config(config: Optional[Path], overrides: dict[str, Any]) -> Any:
         cfg = load_config(config, overrides=overrides)
     except ConfigError as e:
         raise fail(
-            f"{e}\n(fix the key named above in the file, the BINWATCH__* environment or the flag)"
+            f"{e}\n(fix the key named above in the file, the BINWATCH_* environment or the flag)"
         ) from None
     problems = cfg.validate_for_run()
     if problems:
@@ -222,7 +222,7 @@ def check_config_cmd(
     file: Path = typer.Argument(..., help="Agent config YAML to check."),
     show: bool = typer.Option(False, "--show", help="Print the resolved config (secrets masked) as JSON."),
 ) -> None:
-    """Validate an agent config (with BINWATCH__* environment overrides); name any offending key."""
+    """Validate an agent config (with BINWATCH_* environment overrides); name any offending key."""
     from agent.config import ConfigError, load_config
     from agent.config_check import fake_backend_problem
     from agent.intake.sources import display_source
