@@ -33,7 +33,7 @@ NOT_COMMANDS: dict[str, str] = {
 
 # tokens after which ``binwatch`` starts a command (a shell line, a pipe, sudo/env/exec/python -m)
 _STARTERS = {"&&", "||", ";", "|", "&", "$", "sudo", "exec", "env", "-m", "nohup", "time", "$(", "(", "`"}
-_ENDS = {"&&", "||", ";", "|", "&", ">", ">>", "2>&1", "#"}
+_ENDS = {"&&", "||", ";", "|", "&", ">", ">>", "2>&1", "#", "->", "→", "─▶"}  # shell, or a diagram's arrow
 _PLACEHOLDER = re.compile(r"^(\.\.\.|…|[A-Z][A-Z0-9_|.\-]*|<.*>|\[.*|\(.*)$")
 
 
@@ -61,7 +61,9 @@ def commands_in(line: str, where: str, whole: bool = False) -> Iterator[DocComma
             if depth <= 0 and (t in _ENDS or t.startswith("#")):
                 break
             depth += t.count("(") + t.count("[") - t.count(")") - t.count("]")
-            rest.append(t.rstrip("`"))
+            rest.append(t.rstrip("`;"))
+            if depth <= 0 and t.endswith(";"):
+                break
         text = " ".join(["binwatch", *rest])
         if any(text.startswith(n) for n in NOT_COMMANDS):
             continue
@@ -180,6 +182,7 @@ def test_every_doc_command_and_flag_exists() -> None:
         ("binwatch agent run -c a.yaml  # comment --nope", ("agent", "run", "-c", "a.yaml")),
         ("sudo -u binwatch env A=1 binwatch agent check-config f.yaml", ("agent", "check-config", "f.yaml")),
         ("mosquitto -p 1883 & binwatch alerts watch &", ("alerts", "watch")),
+        ("binwatch alerts watch (terminal); reviews -> train --init", ("alerts", "watch", "(terminal)")),
     ],
 )
 def test_extractor(line: str, tokens: tuple[str, ...]) -> None:
