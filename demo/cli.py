@@ -58,7 +58,7 @@ def demo_cmd(
         4, "--max-items", help="Most items in a synthetic bin (the model's classes 0..K).", min=1
     ),
     cameras: int = typer.Option(
-        4, "--cameras", help="Stand-in cameras presenting bins side by side.", min=1, max=16
+        6, "--cameras", help="Stand-in cameras presenting bins side by side.", min=1, max=16
     ),
     hold: Optional[bool] = typer.Option(
         None,

@@ -108,7 +108,17 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         f"{sc['false_alarms']} of {sc['correct']} correct manifests ({_pct(sc['false_alarm_rate'])})",
     )
     fps = summary.get("frames_per_s")
-    t.add_row("throughput", f"{fps} frames/s over {summary['seconds']} s" if fps else "n/a")
+    lat_stages = (summary.get("agent_stats") or {}).get("latency") or {}
+    infer = lat_stages.get("infer", {}).get("p50_ms")
+    t.add_row(
+        "throughput",
+        (
+            f"{fps} frames/s over {summary['seconds']} s (paced by the stand-in cameras; "
+            f"the model's inference p50 {infer} ms per batch)"
+        )
+        if fps
+        else "n/a",
+    )
     th = summary.get("thresholds", {})
     if "mismatch_threshold" in th:
         t.add_row(

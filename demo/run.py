@@ -42,7 +42,7 @@ class Settings:
     console: bool = True
     port: int = 0
     console_port: int = 0
-    cameras: int = 4
+    cameras: int = 6
     recipe: Recipe = field(default_factory=Recipe)
     hold: bool = False  # keep broker and console up after the summary until Ctrl-C
 

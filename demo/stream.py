@@ -58,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
 class MjpegCamera:
     """Serves ``http://127.0.0.1:<port>/stream.mjpg``; :meth:`show` changes what it shows."""
 
-    def __init__(self, blank: bytes, *, fps: float = 10.0, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, blank: bytes, *, fps: float = 15.0, host: str = "127.0.0.1", port: int = 0) -> None:
         self.period = 1.0 / fps
         self.closed = threading.Event()
         self.sent = 0
