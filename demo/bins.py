@@ -19,7 +19,22 @@ from demo.steps import DemoError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["inject_errors", "load_bins", "load_truth"]
+__all__ = ["check_images", "inject_errors", "load_bins", "load_truth"]
+
+
+def check_images(folder: Path) -> Path:
+    """``--images``: an ABID-layout folder, else :class:`DemoError` naming the ones inside it."""
+    try:
+        abid.list_keys(folder)
+        return folder
+    except abid.AbidError as e:
+        inside = sorted(
+            str(p) for p in (folder.iterdir() if folder.is_dir() else []) if (p / abid.IMAGES_DIR).is_dir()
+        )
+        hint = (
+            f"pass one of {', '.join(inside)}" if inside else "pass a folder with bin-images/ and metadata/"
+        )
+        raise DemoError(f"--images {folder}: {e}", hint) from e
 
 
 def load_bins(folder: Path, limit: int = 0) -> list[Bin]:

@@ -113,8 +113,9 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     t.add_row(
         "throughput",
         (
-            f"{fps} frames/s over {summary['seconds']} s (paced by the stand-in cameras; "
-            f"the model's inference p50 {infer} ms per batch)"
+            f"{fps} frames/s over {summary['seconds']} s "
+            + ("(paced by the stand-in cameras; " if summary["synthetic"] else "(replay; ")
+            + f"the model's inference p50 {infer} ms per batch)"
         )
         if fps
         else "n/a",

@@ -54,6 +54,10 @@ def run_demo(s: Settings, console: Console) -> dict[str, Any]:
     check_free_space(out)
     broker_port = 0 if s.broker else require_free_port(s.port, "broker", "--port")
     console_port = require_free_port(s.console_port, "console", "--console-port") if s.console else 0
+    if s.images is not None:
+        from demo.bins import check_images
+
+        check_images(s.images)
     runner = StepRunner(out, console, reuse=s.reuse)
     bundled = s.model is not None and (s.model / "MANIFEST.json").is_file()
     sets = make_sets(runner, s.recipe, images=s.images, need_train=not bundled)
