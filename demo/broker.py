@@ -123,7 +123,8 @@ def start_broker(folder: Path, port: int, url: Optional[str] = None) -> Broker:
     if url:
         return _check_external(url)
     folder.mkdir(parents=True, exist_ok=True)
-    mosquitto = find_mosquitto()
+    # BINWATCH_DEMO_BROKER=amqtt tries the embedded broker even where mosquitto is installed
+    mosquitto = None if os.environ.get("BINWATCH_DEMO_BROKER") == "amqtt" else find_mosquitto()
     if mosquitto:
         conf = folder / "mosquitto.conf"
         lines = [f"listener {port} {HOST}", "allow_anonymous true", "persistence false"]

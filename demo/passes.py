@@ -37,6 +37,7 @@ class PassResult:
     agent: AgentProcess
     state_dir: Path
     outcomes: dict[str, int] = field(default_factory=dict)
+    timed_out: list[str] = field(default_factory=list)  # bin events without an outcome in time
 
 
 def read_verdicts(state_dir: Path) -> list[dict[str, Any]]:
@@ -76,7 +77,7 @@ def agent_pass(
             seconds = time.monotonic() - t0
             verdicts = read_verdicts(state)
             presented = sorted({str(v["bin_id"]) for v in verdicts if v.get("verdict") != "no_manifest"})
-            frames = len(verdicts)
+            frames, timed_out = len(verdicts), []
         else:
             bins = load_bins(folder)
             cams = {f"cam{i + 1}": MjpegCamera(bins[0].views[0]).start() for i in range(max(1, cameras))}
@@ -93,7 +94,7 @@ def agent_pass(
 
                 driver.on_outcome = progress
                 seconds = driver.run(bins)
-            presented, frames = driver.presented, driver.frames
+            presented, frames, timed_out = driver.presented, driver.frames, driver.timed_out
         agent.stop()
         time.sleep(1.0)  # the agent's last stats (final totals) and alerts still in flight
     finally:
@@ -102,7 +103,7 @@ def agent_pass(
         if agent is not None:
             agent.stop()
         monitor.stop()
-    result = PassResult(presented, frames, seconds, monitor, agent, state)
+    result = PassResult(presented, frames, seconds, monitor, agent, state, timed_out=timed_out)
     for o in monitor.outcomes.values():
         result.outcomes[str(o.get("outcome"))] = result.outcomes.get(str(o.get("outcome")), 0) + 1
     return result

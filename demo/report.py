@@ -57,6 +57,7 @@ def build_summary(
         "frames_per_s": round(result.frames / result.seconds, 2) if result.seconds > 0 else None,
         "score": score.as_dict(),
         "outcomes": result.outcomes,
+        "events_without_outcome": result.timed_out,
         "thresholds": fused or {"from": "the model card (fitted per image)"},
         "frame_to_broker_ms": latency_ms(pairs),
         "agent_stats": {

@@ -123,7 +123,7 @@ def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
     assert 0 <= sc["false_alarms"] <= sc["correct"]
     assert sc["unknown_bins"] == 0
     assert sum(summary["outcomes"].values()) == 20  # one outcome per bin event, none lost
-    assert "failed" not in summary["outcomes"]
+    assert "failed" not in summary["outcomes"] and summary["events_without_outcome"] == []
     assert summary["agent_stats"]["frames_total"] == 40
     assert set(summary["frame_to_broker_ms"]) == {"n", "p50", "p95", "max"}
     assert summary["frame_to_broker_ms"]["n"] == sc["alerts"]
