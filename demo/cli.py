@@ -6,6 +6,7 @@ drives every other part as a ``python -m binwatch ...`` process.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -81,28 +82,15 @@ def demo_cmd(
         from demo.steps import DemoError
     except ImportError as e:
         raise fail(f"the demo needs {e.name!r}: pip install 'binwatch[all]'") from None
-    recipe = Recipe(
-        val_count=val_count,
-        count=count,
-        eval_count=eval_count,
-        views=views,
-        epochs=epochs,
-        img=img,
-        max_items=max_items,
-    )
+    recipe = Recipe(count=count, eval_count=eval_count, val_count=val_count, views=views, epochs=epochs)
+    recipe = dataclasses.replace(recipe, img=img, max_items=max_items)
     settings = Settings(
-        out=out,
-        reuse=reuse,
-        model=model.expanduser().resolve() if model else None,
-        broker=broker,
-        images=images.expanduser().resolve() if images else None,
-        console=console_on,
-        port=port,
-        console_port=console_port,
-        cameras=cameras,
-        recipe=recipe,
-        hold=sys.stdin.isatty() if hold is None else hold,
+        out=out, reuse=reuse, broker=broker, console=console_on, cameras=cameras, recipe=recipe
     )
+    settings.model = model.expanduser().resolve() if model else None
+    settings.images = images.expanduser().resolve() if images else None
+    settings.port, settings.console_port = port, console_port
+    settings.hold = sys.stdin.isatty() if hold is None else hold
     try:
         run_demo(settings, err_console)
     except DemoError as e:
