@@ -25,9 +25,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 def demo_cmd(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for everything the demo makes."),
     reuse: bool = typer.Option(
-        True,
-        "--reuse/--fresh",
-        help="Reuse data, cache, run and bundle of an earlier run with the same options.",
+        True, "--reuse/--fresh", help="Reuse what an earlier run with these options made."
     ),
     model: Optional[Path] = typer.Option(
         None, "--model", help="Use this bundle (or training run folder) instead of training one."
@@ -36,9 +34,7 @@ def demo_cmd(
         None, "--broker", help="A running broker, mqtt://host:port (default: start one)."
     ),
     images: Optional[Path] = typer.Option(
-        None,
-        "--images",
-        help="Replay real images in ABID layout (e.g. ../shared/data) instead of held-out synthetic bins.",
+        None, "--images", help="Replay real ABID-layout images (e.g. ../shared/data/abid-sample) instead."
     ),
     console_on: bool = typer.Option(True, "--console/--no-console", help="Start the operator console."),
     port: int = typer.Option(0, "--port", help="Port of the local broker (0: a free one).", min=0, max=65535),
@@ -58,6 +54,13 @@ def demo_cmd(
     max_items: int = typer.Option(
         4, "--max-items", help="Most items in a synthetic bin (the model's classes 0..K).", min=1
     ),
+    min_visible: float = typer.Option(
+        0.35,
+        "--min-visible",
+        help="Least visible part of each synthetic item (more: less occlusion).",
+        min=0.05,
+        max=1.0,
+    ),
     cameras: int = typer.Option(
         6, "--cameras", help="Stand-in cameras presenting bins side by side.", min=1, max=16
     ),
@@ -68,14 +71,11 @@ def demo_cmd(
         "(default: when run from a terminal).",
     ),
 ) -> None:
-    """Synthesize bins, train, evaluate, export INT8, start a broker, the console and an agent, show
-    it held-out bins (several views each) whose manifests carry injected errors, and score its alerts.
+    """Synthesize bins, train, evaluate, export INT8, start a broker, the console and an agent, show it
+    held-out bins (several views each) whose manifests carry injected errors, and score its alerts.
 
-    Everything goes under --out (default ./demo-out); a second run reuses what the first made
-    (--fresh starts over). Synthetic bins make this a pipeline check, not an ABID accuracy figure.
-
-    Example: binwatch demo            (about 10 minutes on 2 CPU cores)
-    """
+    Everything goes under --out; a second run reuses what the first made (--fresh: start over).
+    Synthetic bins make this a pipeline check, not an ABID accuracy figure. docs/demo.md has more."""
     try:
         from demo.model import Recipe
         from demo.run import Settings, run_demo
@@ -83,7 +83,7 @@ def demo_cmd(
     except ImportError as e:
         raise fail(f"the demo needs {e.name!r}: pip install 'binwatch[all]'") from None
     recipe = Recipe(count=count, eval_count=eval_count, val_count=val_count, views=views, epochs=epochs)
-    recipe = dataclasses.replace(recipe, img=img, max_items=max_items)
+    recipe = dataclasses.replace(recipe, img=img, max_items=max_items, min_visible=min_visible)
     settings = Settings(
         out=out, reuse=reuse, broker=broker, console=console_on, cameras=cameras, recipe=recipe
     )
