@@ -34,7 +34,7 @@ def demo_cmd(
         None, "--broker", help="A running broker, mqtt://host:port (default: start one)."
     ),
     images: Optional[Path] = typer.Option(
-        None, "--images", help="Replay real ABID-layout images (e.g. ../shared/data/abid-sample) instead."
+        None, "--images", help="Replay real images in ABID layout instead (bin-images/, metadata/)."
     ),
     console_on: bool = typer.Option(True, "--console/--no-console", help="Start the operator console."),
     port: int = typer.Option(0, "--port", help="Port of the local broker (0: a free one).", min=0, max=65535),
