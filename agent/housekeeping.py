@@ -82,6 +82,8 @@ class Housekeeper:
         m.outbox_depth.set(self.outbox.depth())
         m.outbox_dropped.set(self.outbox.dropped())
         m.outbox_refused.set(self.outbox.refused()[0])
+        m.snapshots_waiting.set(self.outbox.snapshot_depth())
+        m.snapshots_dropped.set(self.outbox.snapshots_dropped()[0])
         m.mqtt_connected.set(1 if self.connected() else 0)
         m.model_ready.set(1 if self.store.ready else 0)
         self.cursors.flush()

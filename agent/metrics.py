@@ -84,6 +84,12 @@ class AgentMetrics:
         self.outbox_refused = Gauge(
             "binwatch_outbox_refused", "Outbox rows the broker refused, waiting for their retry", registry=r
         )
+        self.snapshots_waiting = Gauge(
+            "binwatch_snapshots_waiting", "Alert pictures in the outbox waiting for the broker", registry=r
+        )
+        self.snapshots_dropped = Gauge(
+            "binwatch_snapshots_dropped", "Alert pictures dropped by the snapshot byte budget", registry=r
+        )
         self.mqtt_connected = Gauge("binwatch_mqtt_connected", "1 while connected to the broker", registry=r)
         self.model_ready = Gauge("binwatch_model_ready", "1 when a model is loaded and warm", registry=r)
         self.model_info = Gauge(

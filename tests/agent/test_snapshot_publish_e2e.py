@@ -39,3 +39,27 @@ def test_every_alert_decided_by_the_agent_arrives_with_its_picture(
         assert jpeg == (synth_bins / "bin-images" / f"{decided[a.alert_id]}.jpg").read_bytes()
     assert wait_until(lambda: rt.outbox.snapshot_depth() == 0)
     assert rt.outbox.snapshots_dropped() == (0, 0)
+
+
+def test_a_full_picture_budget_shows_in_the_metrics_and_keeps_every_alert(
+    e2e_config, synth_bins: Path, verdict_log, make_runtime
+) -> None:
+    from tests.broker import free_port
+
+    budget = 8 * 1024  # a few of the replay's small JPEGs
+    cfg = e2e_config(
+        f"mqtt://127.0.0.1:{free_port()}",  # no broker: everything waits in the outbox
+        mismatched=synth_bins,
+        snapshots={"enabled": True, "publish": True, "outbox_max_bytes": budget},
+    )
+    rt = make_runtime(cfg, max_frames=FRAMES)
+    assert wait_until(lambda: len(verdict_log()) == FRAMES and rt.delivery.pending() == 0, timeout=120)
+    alerts = sum(1 for v in verdict_log() if v["verdict"] == "mismatch")
+    rt.housekeeper.tick()  # refreshes the gauges (every 0.5 s anyway)
+    text = rt.endpoints.metrics_text()[0].decode()
+    dropped, _bytes = rt.outbox.snapshots_dropped()
+    waiting = rt.outbox.snapshot_depth()
+    assert dropped > 0 and waiting + dropped == alerts  # pictures gave way ...
+    assert rt.outbox.depth() == alerts  # ... never an alert
+    assert f"binwatch_snapshots_dropped {float(dropped)}" in text
+    assert f"binwatch_snapshots_waiting {float(waiting)}" in text
