@@ -184,7 +184,7 @@ class Updater:
             except FetchError as e:
                 self._failures += 1
                 delay = min(self.retry_max_s, self.retry_min_s * 2 ** (self._failures - 1))
-                self._fail(desired, f"{e} (retry in {delay:.1f} s)")
+                self._retrying(desired, f"download failed: {e} (retry in {delay:.1f} s)")
                 self.stop_event.wait(delay)
             except Exception:
                 log.exception("model update failed unexpectedly; the running model stays")
@@ -291,6 +291,13 @@ class Updater:
             self.report.rollout_id = rollout_id
             self.report(version, "rolled_back", reason)
             self._boot_rollback = None
+
+    def _retrying(self, desired: ModelDesired, reason: str) -> None:
+        """A fetch that failed and will be tried again: still ``downloading`` (a rollout waits for it
+        until its stage times out), not ``failed``, which would fail the device in a rollout at once."""
+        log.warning("desired model version %d: %s", desired.version, reason)
+        self.report.rollout_id = desired.rollout_id
+        self.report(desired.version, "downloading", reason)
 
     def _fail(self, desired: ModelDesired, reason: str) -> None:
         self.failed += 1

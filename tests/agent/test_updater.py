@@ -310,8 +310,13 @@ def test_the_worker_follows_the_most_specific_desired_state_and_retries(
         assert wait_until(lambda: store.current.card.version == 2)
         missing = _desired(device, 3, "rd", url=str(tmp_path / "not-there-yet.tar"))
         up.on_desired("device", "t", missing.to_json_bytes())  # the device's own wins over the fleet's
-        assert wait_until(lambda: sum(1 for s in reporter.states if s[1] == "failed" and s[3] == "rd") >= 2)
-        assert "retry in" in reporter.last()[2]  # reported, retried with backoff, counting goes on
+        assert wait_until(
+            lambda: len([s for s in reporter.states if s[3] == "rd" and "retry in" in s[2]]) >= 2
+        )
+        # still downloading while it retries with backoff (a rollout waits; it fails only at its
+        # stage timeout), counting goes on
+        assert not [s for s in reporter.states if s[1] == "failed" and s[3] == "rd"]
+        assert reporter.last()[1] == "downloading" and "download failed" in reporter.last()[2]
         (tmp_path / "not-there-yet.tar").write_bytes(device.read_bytes())  # the server has it now
         assert wait_until(lambda: store.current.card.version == 3)
         up.on_desired("device", "t", b"{not json")

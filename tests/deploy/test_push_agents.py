@@ -126,3 +126,48 @@ def test_push_with_a_canary_updates_three_real_agents_and_status_shows_them_acti
             row
         )
         assert row["rollout"] == state["rollout_id"]
+
+
+def test_a_download_that_fails_for_a_while_does_not_fail_the_rollout(
+    mosquitto: Any, agents: tuple[dict[str, Any], Path], serve: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The served file appears only after the agents' first attempts (404): they report
+    ``downloading`` with the error and retry with backoff, and the rollout completes; a retried
+    download is not a failed device (it fails only when its stage times out)."""
+    import shutil
+    import threading
+
+    runtimes, v2 = agents
+    folder, url = serve
+    late = folder / "late.tar"
+    argv = [
+        "deploy", "push", str(v2), "--site", "s1", "--devices", ",".join(DEVICES), "--canary", "1",
+        "--bundle-url", f"{url}/late.tar", "--stage-timeout", "90",
+        "--broker", mosquitto.url, "--state", str(tmp_path / "rollout.json"), "--wait", "0.5",
+    ]  # fmt: skip
+    out: dict[str, Any] = {}
+    pusher = threading.Thread(
+        target=lambda: out.update(r=CliRunner().invoke(app, argv, env={"COLUMNS": "200"}))
+    )
+    pusher.start()
+    d1 = runtimes["d1"]
+    retried = wait_until(
+        lambda: d1.updater is not None and d1.updater.failed == 0 and _retrying(mosquitto), timeout=60
+    )
+    assert retried, "the canary never reported a failing download"
+    shutil.copyfile(v2, late)  # the file reaches the server
+    pusher.join(120)
+    result = out["r"]
+    assert result.exit_code == 0, result.output
+    assert "done: 3 device(s) active on version 2" in result.output
+    assert all(rt.store.current.card.version == 2 for rt in runtimes.values())
+
+
+def _retrying(mosquitto: Any) -> bool:
+    from tests.agent.mqtt_helpers import retained
+
+    raw = retained(mosquitto.url, "binwatch/v1/s1/d1/model/reported", 1.0)
+    if not raw:
+        return False
+    report = json.loads(raw)
+    return report["state"] == "downloading" and "retry in" in report.get("detail", "")
