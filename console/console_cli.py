@@ -109,7 +109,7 @@ def serve(
     username: Optional[str] = typer.Option(
         None,
         "--mqtt-username",
-        help="MQTT user; its password: env BINWATCH_CONSOLE_MQTT_PASSWORD or mqtt.password_file",
+        help="MQTT user; its password from mqtt.password_file or the environment (docs/console.md)",
     ),
 ) -> None:
     """Serve the web console and follow the broker into its store.

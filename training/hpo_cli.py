@@ -55,7 +55,12 @@ def hpo_cmd(
     ),
     batch_sizes: str = typer.Option("32,64,128", "--batch-sizes", help="Batch sizes to choose from."),
     optimizers: str = typer.Option("sgd,adamw", "--optimizers", help="Optimizers to choose from."),
-    losses: str = typer.Option("ce,ordinal,label_smoothing", "--losses", help="Losses to choose from."),
+    losses: str = typer.Option(
+        "ce,ordinal,label_smoothing",
+        "--losses",
+        show_default=False,
+        help="Losses to choose from, comma-separated (default: ce, ordinal, label_smoothing).",
+    ),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampler seed (default: random)."),
     timeout: Optional[float] = typer.Option(
         None, "--timeout", help="Stop starting trials after this many seconds."

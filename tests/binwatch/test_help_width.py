@@ -23,12 +23,6 @@ _BOX = re.compile(r"[│╭╮╰╯─┃━┏┓┗┛]")
 CUT_WORDS_KNOWN: dict[tuple[str, ...], str] = {
     ("eval",): "long option names beside --no-update-card: rich narrows the name column (needs fewer "
     "or shorter options, not help text)",
-    ("hpo",): "the default of --losses (ce,ordinal,label_smoothing) is one word wider than its column",
-    ("data", "download"): "the default --endpoint URL is one word wider than its column",
-    ("data", "synth"): "training/data/synth_cli.py --mismatch names manifest-mismatch/<key>.json (the demo "
-    "helper's file: reported to them)",
-    ("console", "serve"): "console/console_cli.py --mqtt-username names BINWATCH_CONSOLE_MQTT_PASSWORD "
-    "(console helpers' file, being edited: reported to them)",
 }
 
 

@@ -45,7 +45,10 @@ def download_cmd(
         None, "--limit", help="Only the first N selected keys; alone: keys 00001..N.", min=1
     ),
     endpoint: str = typer.Option(
-        DEFAULT_ENDPOINT, "--endpoint", help="Base URL of the ABID bucket or a mirror."
+        DEFAULT_ENDPOINT,
+        "--endpoint",
+        show_default=False,
+        help="Base URL of the ABID bucket or a mirror (default: the public bucket aft-vbi-pds over HTTPS).",
     ),
     workers: int = typer.Option(16, "--workers", help="Keys fetched concurrently.", min=1),
     retries: int = typer.Option(5, "--retries", help="Retries per file on 5xx, timeouts, truncation.", min=0),

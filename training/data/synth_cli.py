@@ -52,8 +52,8 @@ def synth_cmd(
     mismatch: float = typer.Option(
         0.0,
         "--mismatch",
-        help="Fraction of bins whose manifest (manifest-mismatch/<key>.json) states a wrong quantity; "
-        "mismatch.json lists them.",
+        help="Fraction of bins whose manifest (in the folder manifest-mismatch/) states a wrong "
+        "quantity; mismatch.json lists them.",
         min=0.0,
         max=1.0,
     ),
