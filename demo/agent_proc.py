@@ -4,7 +4,6 @@ folder), and the ``python -m binwatch agent run`` process, started and stopped c
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any, Optional
 import yaml
 
 from contract.files import write_atomic
-from demo.steps import DemoError, binwatch_cmd, error_line
+from demo.steps import DemoError, binwatch_cmd, error_line, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +123,4 @@ class AgentProcess:
 
     def stop(self, timeout_s: float = 30.0) -> Optional[int]:
         """SIGTERM (a clean stop: decided verdicts delivered, outbox drained), then SIGKILL."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("the agent did not stop within %.0f s; killing it", timeout_s)
-            self.proc.kill()
-            return self.proc.wait(timeout=10)
+        return stop_process(self.proc, timeout_s, kill_wait_s=10, what="the agent")

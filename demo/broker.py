@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
 
-from demo.steps import DemoError
+from demo.steps import DemoError, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,7 @@ class Broker:
     log_path: Optional[Path] = None
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        stop_process(self.proc, 5)
 
 
 def _wait_listening(

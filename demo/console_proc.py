@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from contract.files import write_atomic
-from demo.steps import binwatch_cmd, error_line
+from demo.steps import binwatch_cmd, error_line, stop_process
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,4 @@ class ConsoleProcess:
             return getattr(e, "code", 500) < 500
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        stop_process(self.proc, 10)

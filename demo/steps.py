@@ -27,7 +27,7 @@ from contract.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DemoError", "StepRunner", "binwatch_cmd", "marker_path", "options_key"]
+__all__ = ["DemoError", "StepRunner", "binwatch_cmd", "marker_path", "options_key", "stop_process"]
 
 _MARKER = ".done.json"  # beside the step's folder (never inside: a bundle must hold only its files)
 _MIN_FREE_BYTES = 300 * 1024 * 1024
@@ -175,3 +175,26 @@ def error_line(logfile: Path, limit: int = 300) -> str:
         if low.startswith("error") or "error:" in low or "Error:" in ln:
             return ln[:limit]
     return lines[-1][:limit] if lines else "(empty log)"
+
+
+def stop_process(
+    proc: Optional[subprocess.Popen[bytes]],
+    timeout_s: float,
+    *,
+    kill_wait_s: float = 5.0,
+    what: Optional[str] = None,
+) -> Optional[int]:
+    """SIGTERM a child the demo started, wait up to ``timeout_s``, then SIGKILL it (logging that,
+    naming ``what``, when given). Its exit status; None when there is no process."""
+    if proc is None:
+        return None
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.terminate()
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        if what:
+            log.warning("%s did not stop within %.0f s; killing it", what, timeout_s)
+        proc.kill()
+        return proc.wait(timeout=kill_wait_s)
