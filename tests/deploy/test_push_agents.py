@@ -6,10 +6,6 @@ device active on the new version. No fakes."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +17,8 @@ from binwatch.cli import app
 from contract.signing import generate_keypair, sign_bundle
 from tests.agent.bundles import make_tiny_bundle
 from tests.agent.mqtt_helpers import wait_until
-from tests.broker import free_port
 from tests.deploy.test_push import signed_tar
+from tests.deploy.test_serve import deploy_serve
 
 pytestmark = pytest.mark.mqtt
 
@@ -34,33 +30,8 @@ def serve(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """``binwatch deploy serve`` on a free port: (its folder, its URL)."""
     folder = tmp_path / "served"
     folder.mkdir()
-    port = free_port()
-    log = (tmp_path / "serve.log").open("w")
-    cmd = [
-        sys.executable,
-        "-m",
-        "binwatch.cli",
-        "deploy",
-        "serve",
-        str(folder),
-        "--listen",
-        f"127.0.0.1:{port}",
-    ]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.1)
-    try:
+    with deploy_serve(folder, tmp_path / "serve.log") as port:
         yield folder, f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture()

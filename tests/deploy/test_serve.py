@@ -4,6 +4,7 @@ fetcher resumes a partial download from it."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -41,16 +42,10 @@ class Served:
             conn.close()
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    base = tmp_path_factory.mktemp("serve")
-    root = base / "bundles"
-    (root / "sub").mkdir(parents=True)
-    (root / "model.tar").write_bytes(DATA)
-    (root / "sub" / "other.tar").write_bytes(b"x" * 10)
-    (root / ".model.tar.123.tmp").write_bytes(b"partial copy")
-    (base / "secret.txt").write_text("outside the served folder")
-    os.symlink(base / "secret.txt", root / "link.txt")
+@contextlib.contextmanager
+def deploy_serve(root: Path, log_path: Path) -> Iterator[int]:
+    """``binwatch deploy serve ROOT`` as a process on a free port (its output in ``log_path``):
+    yields the port once it listens; stopped on exit."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -62,7 +57,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "--listen",
         f"127.0.0.1:{port}",
     ]
-    log = (base / "serve.log").open("w")
+    log = log_path.open("w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while True:
@@ -70,14 +65,28 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
         except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, (base / "serve.log").read_text()
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.1)
     try:
-        yield Served(root, port, base / "serve.log")
+        yield port
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    base = tmp_path_factory.mktemp("serve")
+    root = base / "bundles"
+    (root / "sub").mkdir(parents=True)
+    (root / "model.tar").write_bytes(DATA)
+    (root / "sub" / "other.tar").write_bytes(b"x" * 10)
+    (root / ".model.tar.123.tmp").write_bytes(b"partial copy")
+    (base / "secret.txt").write_text("outside the served folder")
+    os.symlink(base / "secret.txt", root / "link.txt")
+    with deploy_serve(root, base / "serve.log") as port:
+        yield Served(root, port, base / "serve.log")
 
 
 def test_a_range_request_gets_206_with_those_bytes(served: Served) -> None:
