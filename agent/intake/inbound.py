@@ -159,8 +159,7 @@ class MessageHandler:
         if self.journal is not None and not self.journal.accept(ev.camera, ev.event_id, ev.bin_id, payload):
             log.info("bin event %s (camera %s) seen before: not decided again", ev.event_id, ev.camera)
             return
-        age = (utcnow() - ev.ts).total_seconds() if ev.ts is not None else 0.0
-        self._start(ev, age)
+        self._start(ev, _sent_age(ev))
 
     def resume_pending(self) -> int:
         """At start: the journal's events that have no outcome yet (the agent stopped or died before
@@ -173,8 +172,7 @@ class MessageHandler:
                 ev = BinEvent.parse(p.payload)
             except ContractError:
                 ev = BinEvent(bin_id=p.bin_id, camera=p.camera, event_id=p.event_id)
-            sent_age = (utcnow() - ev.ts).total_seconds() if ev.ts is not None else 0.0
-            self._start(ev, max(p.age_s, sent_age), resumed=True)
+            self._start(ev, max(p.age_s, _sent_age(ev)), resumed=True)
         if pending:
             log.info("resumed %d bin event(s) that had no outcome when the agent last stopped", len(pending))
         return len(pending)
@@ -200,3 +198,8 @@ class MessageHandler:
             ev.event_id,
             pres.needed,
         )
+
+
+def _sent_age(ev: BinEvent) -> float:
+    """Seconds since the event's ``ts`` (when the bin reached the camera); 0 without one."""
+    return (utcnow() - ev.ts).total_seconds() if ev.ts is not None else 0.0
