@@ -24,8 +24,6 @@ from datetime import datetime
 from typing import Any, Optional
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -147,17 +145,14 @@ class Ingest:
         self._client = client
         self._writer = threading.Thread(target=self._write_loop, name="console-ingest", daemon=True)
         self._writer.start()
-        client.connect_async(**self._connect_kwargs())
+        kwargs = connect_kwargs(
+            self.cfg,
+            clean=False,
+            session_expiry_s=self.session_expiry_s,
+            receive_maximum=self.receive_maximum,
+        )
+        client.connect_async(**kwargs)
         client.loop_start()
-
-    def _connect_kwargs(self) -> dict[str, Any]:
-        kwargs = connect_kwargs(self.cfg)
-        if self.cfg.protocol == "5":
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = int(self.session_expiry_s)
-            props.ReceiveMaximum = int(self.receive_maximum)
-            kwargs.update(clean_start=False, properties=props)
-        return kwargs
 
     def stop(self) -> None:
         """Disconnect (the broker keeps the session), store what is queued, end the writer."""

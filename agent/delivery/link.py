@@ -293,10 +293,12 @@ class MqttLink:
         )
         with self._cond:
             self._conn = conn
-        opts = {"clean": not keep, "session_expiry_s": self.cfg.session_expiry_s}
-        if not conn.connect(
-            cfg, loud=self.counters.connect_failures == 0, **opts, receive_maximum=self.cfg.receive_maximum
-        ):
+        opts = {
+            "clean": not keep,
+            "session_expiry_s": self.cfg.session_expiry_s,
+            "receive_maximum": self.cfg.receive_maximum,
+        }
+        if not conn.connect(cfg, loud=self.counters.connect_failures == 0, **opts):
             return None
         if not conn.wait_connack(cfg, lambda: self._stopping):
             self._teardown(conn)
