@@ -195,6 +195,7 @@ class Runtime:
             alive=lambda: {t.name: t.is_alive() for t in self._threads},
             running=lambda: self._started and not self.stop_event.is_set(),
             connected=lambda: self.link.connected,
+            outbox_depth=self.outbox.depth,
             delivery=lambda: delivery_state(self.outbox, self.journal),
         )
         self.housekeeper = Housekeeper(

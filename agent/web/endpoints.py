@@ -23,9 +23,9 @@ __all__ = ["AgentEndpoints"]
 class AgentEndpoints:
     """``health``: ``alive()`` says whether the agent's loops run (name -> alive) and ``running()``
     whether it is started and not stopping; ``readiness`` adds the model and the cameras;
-    ``connected()`` and ``delivery()`` (outbox depth, refusals waiting and the broker's reason, bin
-    events without an outcome yet: :func:`agent.delivery.status.delivery_state`) come from the
-    delivery side."""
+    ``connected()``, ``outbox_depth()`` (cheap, for every ``/metrics`` scrape) and ``delivery()``
+    (for ``/readyz``: outbox depth, refusals waiting and the broker's reason, bin events without an
+    outcome yet: :func:`agent.delivery.status.delivery_state`) come from the delivery side."""
 
     def __init__(
         self,
@@ -36,6 +36,7 @@ class AgentEndpoints:
         alive: Callable[[], dict[str, bool]],
         running: Callable[[], bool],
         connected: Callable[[], bool],
+        outbox_depth: Callable[[], int],
         delivery: Callable[[], dict[str, Any]],
     ) -> None:
         self.store = store
@@ -44,6 +45,7 @@ class AgentEndpoints:
         self.alive = alive
         self.running = running
         self.connected = connected
+        self.outbox_depth = outbox_depth
         self.delivery = delivery
 
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -76,7 +78,7 @@ class AgentEndpoints:
     def metrics_text(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        self.metrics.outbox_depth.set(self.delivery()["outbox_depth"])
+        self.metrics.outbox_depth.set(self.outbox_depth())
         return generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
 
     def count_image(self, data: bytes, expected: Optional[int]) -> dict[str, Any]:
